@@ -1,0 +1,1 @@
+//! Windows registry hives (under construction: see the issue tracker).

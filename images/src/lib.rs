@@ -1,0 +1,1 @@
+//! Test-image builders (under construction: see the issue tracker).

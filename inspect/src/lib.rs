@@ -1,0 +1,1 @@
+//! Guest inspection (under construction: see the issue tracker).

@@ -1,0 +1,1 @@
+//! The NBD gateway (under construction: see the issue tracker).
