@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod mount;
 pub mod ext4;
 pub mod fat;
 pub mod ntfs;
@@ -30,6 +31,7 @@ mod resolve;
 pub mod xfs;
 
 pub use error::{Error, Result};
+pub use mount::Mounts;
 pub use path::{GuestPath, MAX_NAME_LEN, MAX_PATH_LEN};
 pub use probe::{FsKind, Probe, open, probe};
 pub use resolve::{DEFAULT_READ_CAP, Follow, FsReadExt, MAX_SYMLINK_HOPS, resolve};
