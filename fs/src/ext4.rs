@@ -1,1 +1,822 @@
-//! (backend under construction: see the issue tracker)
+//! ext2/3/4 reading over the `ext4-view` crate.
+//!
+//! `ext4-view` does the heavy lifting (extents, block maps, htree directories, journal replay in
+//! memory, checksums). This module adds what the rest of rehost needs around it:
+//!
+//! - An adapter from [`BlockRead`] to `ext4_view::Ext4Read`, with a per-call read budget so a
+//!   hostile image cannot make one call read without bound.
+//! - Our own parse of the superblock (ext4 disk layout, "The Super Block") for the facts
+//!   `ext4-view` does not expose: the blkid-style kind (ext2/ext3/ext4), `s_state`, the
+//!   `needs_recovery` flag, and the raw inode table for link counts.
+//! - Pre-validation of the sizes `ext4-view` allocates from (it sizes its block-group table from
+//!   `s_blocks_count` before reading anything else).
+//! - A worker thread: `ext4_view::Ext4` is built on `Rc`/`RefCell` and so is neither `Send` nor
+//!   `Sync`, while [`FsRead`] must be both. Each [`Ext4Fs`] owns one thread that owns the
+//!   `Ext4` value; calls are sent to it as closures and answered over a channel. Calls are thus
+//!   serialised, which `ext4-view`'s `RefCell`ed block cache requires anyway.
+//!
+//! # Limits of `ext4-view` 1.0 worth knowing
+//! - It does not expose inode numbers or link counts. [`Metadata::ino`] is known only for regular
+//!   files (taken from `ext4_view::File`'s `Debug` output, checked against `debugfs` in the
+//!   tests); [`Metadata::nlink`] is read from the inode table ourselves when the inode number is
+//!   known. Both are 0 for other file types.
+//! - A few of its internal invariants are `unwrap`s that a corrupt extent tree can break (for
+//!   example `File::read_bytes` after a failed `seek_to`). The worker runs each call under
+//!   `catch_unwind` and turns a panic into [`Error::Corrupt`]. That is a last-resort guard against
+//!   a dependency bug, not a substitute for the validation done here; the default panic hook
+//!   still prints the panic message to stderr.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+
+use disk::{BlockRead, BlockReadExt};
+use ext4_view::{Ext4, Ext4Error, Ext4Read};
+use zerocopy::little_endian::{U16, U32};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use crate::{
+    CaseSensitivity, DirEntry, Error, FileType, FsInfo, FsKind, FsRead, GuestPath, MAX_DIR_ENTRIES,
+    Metadata, Result,
+};
+
+/// Byte offset of the primary superblock (ext4 disk layout, "The Super Block": the first 1024
+/// bytes are left for boot code).
+pub const SUPERBLOCK_OFFSET: u64 = 1024;
+/// `s_magic` (ext4 disk layout, "The Super Block", offset 0x38).
+pub const EXT_MAGIC: u16 = 0xEF53;
+/// Smallest `s_log_block_size` shift: block size is `1024 << s_log_block_size`.
+const MIN_BLOCK_SIZE: u64 = 1024;
+/// Largest `s_log_block_size` the kernel accepts (64 KiB blocks).
+const MAX_LOG_BLOCK_SIZE: u32 = 6;
+/// `s_rev_level` 0 (`EXT2_GOOD_OLD_REV`) has fixed 128-byte inodes.
+const GOOD_OLD_INODE_SIZE: u16 = 128;
+/// Group descriptor size without `INCOMPAT_64BIT` (ext4 disk layout, "Block Group Descriptors").
+const GOOD_OLD_DESC_SIZE: u16 = 32;
+/// Largest `s_desc_size` the kernel accepts (`EXT4_MAX_DESC_SIZE`).
+const MAX_DESC_SIZE: u16 = 1024;
+/// Offset of `i_links_count` in an inode (ext4 disk layout, "Inode Table").
+const I_LINKS_COUNT: u64 = 0x1A;
+/// Offsets of `bg_inode_table_lo` and `bg_inode_table_hi` in a group descriptor.
+const BG_INODE_TABLE_LO: u64 = 0x08;
+const BG_INODE_TABLE_HI: u64 = 0x28;
+
+/// `s_feature_compat` bits (ext4 disk layout, "The Super Block").
+pub mod compat {
+    /// `COMPAT_HAS_JOURNAL`.
+    pub const HAS_JOURNAL: u32 = 0x4;
+}
+/// `s_feature_incompat` bits.
+pub mod incompat {
+    /// `INCOMPAT_FILETYPE`: directory entries record the file type.
+    pub const FILETYPE: u32 = 0x2;
+    /// `INCOMPAT_RECOVER`: the journal must be replayed before mounting.
+    pub const RECOVER: u32 = 0x4;
+    /// `INCOMPAT_JOURNAL_DEV`: this is an external journal, not a filesystem.
+    pub const JOURNAL_DEV: u32 = 0x8;
+    /// `INCOMPAT_META_BG`.
+    pub const META_BG: u32 = 0x10;
+    /// `INCOMPAT_64BIT`: block numbers above 2^32, descriptors of `s_desc_size` bytes.
+    pub const IS_64BIT: u32 = 0x80;
+}
+/// `s_feature_ro_compat` bits that ext2 and ext3 already had.
+pub mod ro_compat {
+    /// `RO_COMPAT_SPARSE_SUPER | RO_COMPAT_LARGE_FILE | RO_COMPAT_BTREE_DIR`.
+    pub const EXT2_SUPPORTED: u32 = 0x1 | 0x2 | 0x4;
+}
+/// `s_state` bits (ext4 disk layout, "The Super Block", offset 0x3A).
+mod state {
+    pub(super) const CLEANLY_UNMOUNTED: u16 = 0x1;
+    pub(super) const ERRORS_DETECTED: u16 = 0x2;
+    pub(super) const ORPHANS_BEING_RECOVERED: u16 = 0x4;
+}
+
+/// The first 0x154 bytes of the on-disk superblock, as laid out on disk (first parsing step).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone)]
+#[repr(C)]
+pub(crate) struct RawSuperblock {
+    s_inodes_count: U32,
+    s_blocks_count_lo: U32,
+    _s_r_blocks_count_lo: U32,
+    _s_free_blocks_count_lo: U32,
+    _s_free_inodes_count: U32,
+    s_first_data_block: U32,
+    s_log_block_size: U32,
+    _s_log_cluster_size: U32,
+    s_blocks_per_group: U32,
+    _s_clusters_per_group: U32,
+    s_inodes_per_group: U32,
+    _s_mtime: U32,
+    _s_wtime: U32,
+    _s_mnt_count: U16,
+    _s_max_mnt_count: U16,
+    s_magic: U16,
+    s_state: U16,
+    _s_errors: U16,
+    _s_minor_rev_level: U16,
+    _s_lastcheck: U32,
+    _s_checkinterval: U32,
+    _s_creator_os: U32,
+    s_rev_level: U32,
+    _s_def_resuid: U16,
+    _s_def_resgid: U16,
+    _s_first_ino: U32,
+    s_inode_size: U16,
+    _s_block_group_nr: U16,
+    s_feature_compat: U32,
+    s_feature_incompat: U32,
+    s_feature_ro_compat: U32,
+    s_uuid: [u8; 16],
+    s_volume_name: [u8; 16],
+    _s_last_mounted_to_desc_size: [u8; 0xFE - 0x88],
+    s_desc_size: U16,
+    _s_default_mount_opts_to_blocks_count_hi: [u8; 0x150 - 0x100],
+    s_blocks_count_hi: U32,
+}
+
+/// The validated superblock facts rehost uses (second parsing step).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Superblock {
+    /// `s_inodes_count`.
+    pub inodes_count: u32,
+    /// `s_blocks_count` (with `s_blocks_count_hi` under `INCOMPAT_64BIT`).
+    pub blocks_count: u64,
+    /// `s_first_data_block`.
+    pub first_data_block: u32,
+    /// Block size in bytes (`1024 << s_log_block_size`).
+    pub block_size: u64,
+    /// `s_blocks_per_group`.
+    pub blocks_per_group: u32,
+    /// `s_inodes_per_group`.
+    pub inodes_per_group: u32,
+    /// `s_state`.
+    pub state: u16,
+    /// Inode record size in bytes.
+    pub inode_size: u16,
+    /// Group descriptor size in bytes.
+    pub desc_size: u16,
+    /// `s_feature_compat`.
+    pub feature_compat: u32,
+    /// `s_feature_incompat`.
+    pub feature_incompat: u32,
+    /// `s_feature_ro_compat`.
+    pub feature_ro_compat: u32,
+    /// `s_uuid`.
+    pub uuid: [u8; 16],
+    /// `s_volume_name`.
+    pub volume_name: [u8; 16],
+}
+
+/// Clean/dirty facts from the superblock, for inspection findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ext4State {
+    /// `INCOMPAT_RECOVER`: the journal holds transactions that were never checkpointed. Reads
+    /// through [`Ext4Fs`] see them (`ext4-view` replays the journal in memory), but the kernel
+    /// and `e2fsck` will replay them on disk.
+    pub needs_recovery: bool,
+    /// `s_state & EXT2_VALID_FS`: the filesystem was cleanly unmounted.
+    pub cleanly_unmounted: bool,
+    /// `s_state & EXT2_ERROR_FS`: the kernel detected errors.
+    pub errors_detected: bool,
+    /// `s_state & EXT3_ORPHAN_FS`: orphan inodes were being recovered.
+    pub orphans_being_recovered: bool,
+}
+
+fn sb_corrupt(detail: String) -> Error {
+    Error::corrupt("ext4 superblock", SUPERBLOCK_OFFSET, detail)
+}
+
+impl Superblock {
+    /// Reads and validates the primary superblock of `dev`.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for a bad magic or out-of-range geometry; I/O errors.
+    pub fn read(dev: &dyn BlockRead) -> Result<Self> {
+        let raw: RawSuperblock = dev.read_struct(SUPERBLOCK_OFFSET)?;
+        Self::try_from(&raw)
+    }
+
+    /// The filesystem kind as `blkid` classifies it (libblkid `superblocks/ext.c`): no journal
+    /// and only ext2 features is ext2; a journal and only ext3 features is ext3; anything else
+    /// is ext4.
+    #[must_use]
+    pub fn kind(&self) -> FsKind {
+        ext_kind(
+            self.feature_compat,
+            self.feature_incompat,
+            self.feature_ro_compat,
+        )
+    }
+
+    /// The volume label, if set (bytes up to the first NUL, lossy UTF-8).
+    #[must_use]
+    pub fn label(&self) -> Option<String> {
+        label_from_bytes(&self.volume_name)
+    }
+
+    /// The UUID as `blkid` prints it (lowercase, dashed), or `None` when all zero.
+    #[must_use]
+    pub fn uuid(&self) -> Option<String> {
+        format_uuid(&self.uuid)
+    }
+
+    /// The clean/dirty state.
+    #[must_use]
+    pub fn state(&self) -> Ext4State {
+        Ext4State {
+            needs_recovery: self.feature_incompat & incompat::RECOVER != 0,
+            cleanly_unmounted: self.state & state::CLEANLY_UNMOUNTED != 0,
+            errors_detected: self.state & state::ERRORS_DETECTED != 0,
+            orphans_being_recovered: self.state & state::ORPHANS_BEING_RECOVERED != 0,
+        }
+    }
+
+    /// Number of block groups, `ceil((s_blocks_count - s_first_data_block) / s_blocks_per_group)`.
+    #[must_use]
+    pub fn group_count(&self) -> u64 {
+        // Validated in try_from: first_data_block < blocks_count and blocks_per_group > 0.
+        (self.blocks_count - u64::from(self.first_data_block))
+            .div_ceil(u64::from(self.blocks_per_group))
+    }
+}
+
+impl TryFrom<&RawSuperblock> for Superblock {
+    type Error = Error;
+
+    fn try_from(raw: &RawSuperblock) -> Result<Self> {
+        if raw.s_magic.get() != EXT_MAGIC {
+            return Err(sb_corrupt(format!(
+                "s_magic {:#06x} is not {EXT_MAGIC:#06x}",
+                raw.s_magic.get()
+            )));
+        }
+        let log = raw.s_log_block_size.get();
+        if log > MAX_LOG_BLOCK_SIZE {
+            return Err(sb_corrupt(format!(
+                "s_log_block_size {log} out of range 0..={MAX_LOG_BLOCK_SIZE}"
+            )));
+        }
+        let block_size = MIN_BLOCK_SIZE << log;
+        let feature_incompat = raw.s_feature_incompat.get();
+        let is_64bit = feature_incompat & incompat::IS_64BIT != 0;
+        let hi = if is_64bit {
+            u64::from(raw.s_blocks_count_hi.get())
+        } else {
+            0
+        };
+        let blocks_count = (hi << 32) | u64::from(raw.s_blocks_count_lo.get());
+        let first_data_block = raw.s_first_data_block.get();
+        if u64::from(first_data_block) >= blocks_count {
+            return Err(sb_corrupt(format!(
+                "s_first_data_block {first_data_block} not below s_blocks_count {blocks_count}"
+            )));
+        }
+        let blocks_per_group = raw.s_blocks_per_group.get();
+        let max_bpg = block_size * 8;
+        if blocks_per_group == 0 || u64::from(blocks_per_group) > max_bpg {
+            return Err(sb_corrupt(format!(
+                "s_blocks_per_group {blocks_per_group} out of range 1..={max_bpg}"
+            )));
+        }
+        let inodes_per_group = raw.s_inodes_per_group.get();
+        if inodes_per_group == 0 || u64::from(inodes_per_group) > max_bpg {
+            return Err(sb_corrupt(format!(
+                "s_inodes_per_group {inodes_per_group} out of range 1..={max_bpg}"
+            )));
+        }
+        let inode_size = if raw.s_rev_level.get() == 0 {
+            GOOD_OLD_INODE_SIZE
+        } else {
+            raw.s_inode_size.get()
+        };
+        if inode_size < GOOD_OLD_INODE_SIZE
+            || !inode_size.is_power_of_two()
+            || u64::from(inode_size) > block_size
+        {
+            return Err(sb_corrupt(format!(
+                "s_inode_size {inode_size} is not a power of two in 128..={block_size}"
+            )));
+        }
+        let desc_size = if is_64bit {
+            raw.s_desc_size.get()
+        } else {
+            GOOD_OLD_DESC_SIZE
+        };
+        if !(GOOD_OLD_DESC_SIZE..=MAX_DESC_SIZE).contains(&desc_size)
+            || !desc_size.is_power_of_two()
+        {
+            return Err(sb_corrupt(format!(
+                "s_desc_size {desc_size} is not a power of two in 32..=1024"
+            )));
+        }
+        Ok(Self {
+            inodes_count: raw.s_inodes_count.get(),
+            blocks_count,
+            first_data_block,
+            block_size,
+            blocks_per_group,
+            inodes_per_group,
+            state: raw.s_state.get(),
+            inode_size,
+            desc_size,
+            feature_compat: raw.s_feature_compat.get(),
+            feature_incompat,
+            feature_ro_compat: raw.s_feature_ro_compat.get(),
+            uuid: raw.s_uuid,
+            volume_name: raw.s_volume_name,
+        })
+    }
+}
+
+/// blkid's ext2/ext3/ext4 decision (libblkid `superblocks/ext.c`, `EXT2_FEATURE_*_SUPP` and
+/// `EXT3_FEATURE_*_SUPP`).
+pub(crate) fn ext_kind(compat_bits: u32, incompat_bits: u32, ro_compat_bits: u32) -> FsKind {
+    const EXT2_INCOMPAT_SUPP: u32 = incompat::FILETYPE | incompat::META_BG;
+    const EXT3_INCOMPAT_SUPP: u32 = EXT2_INCOMPAT_SUPP | incompat::RECOVER;
+    let old_ro = ro_compat_bits & !ro_compat::EXT2_SUPPORTED == 0;
+    let has_journal = compat_bits & compat::HAS_JOURNAL != 0;
+    if !has_journal && old_ro && incompat_bits & !EXT2_INCOMPAT_SUPP == 0 {
+        FsKind::Ext2
+    } else if has_journal && old_ro && incompat_bits & !EXT3_INCOMPAT_SUPP == 0 {
+        FsKind::Ext3
+    } else {
+        FsKind::Ext4
+    }
+}
+
+/// Bytes up to the first NUL, trimmed of nothing else, as lossy UTF-8; `None` if empty.
+pub(crate) fn label_from_bytes(bytes: &[u8]) -> Option<String> {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    // OK to slice: end <= bytes.len().
+    let s = String::from_utf8_lossy(&bytes[..end]).into_owned();
+    (!s.is_empty()).then_some(s)
+}
+
+/// A 16-byte UUID in the usual 8-4-4-4-12 lowercase form; `None` if all zero (blkid skips
+/// those too).
+pub(crate) fn format_uuid(u: &[u8; 16]) -> Option<String> {
+    if u.iter().all(|&b| b == 0) {
+        return None;
+    }
+    let mut s = String::with_capacity(36);
+    for (i, b) in u.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        s.push_str(&format!("{b:02x}"));
+    }
+    Some(s)
+}
+
+/// Shared read budget: bytes one [`FsRead`] call may still read from the device (used by this
+/// module and by [`crate::fat`]).
+#[derive(Debug, Default)]
+pub(crate) struct Budget {
+    left: AtomicU64,
+    limit: AtomicU64,
+}
+
+impl Budget {
+    pub(crate) fn reset(&self, bytes: u64) {
+        self.limit.store(bytes, Ordering::Relaxed);
+        self.left.store(bytes, Ordering::Relaxed);
+    }
+    /// Takes `n` bytes from the budget, or fails if there are not that many left.
+    pub(crate) fn take(&self, n: u64) -> std::result::Result<(), BudgetExhausted> {
+        self.left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(n)
+            })
+            .map(|_| ())
+            .map_err(|_| BudgetExhausted {
+                limit: self.limit.load(Ordering::Relaxed),
+            })
+    }
+}
+
+/// Bytes one call may read: enough to read the whole device a few times over (every legitimate
+/// operation reads each metadata block a bounded number of times), plus the caller's buffer.
+pub(crate) fn call_budget(dev_size: u64, buf_len: usize) -> u64 {
+    /// Floor, so small images are not starved by block-cache refills.
+    const MIN_BUDGET: u64 = 16 << 20;
+    dev_size
+        .saturating_mul(4)
+        .saturating_add((buf_len as u64).saturating_mul(2))
+        .max(MIN_BUDGET)
+}
+
+/// The error a reader returns when a call's budget runs out.
+#[derive(Debug, thiserror::Error)]
+#[error("read budget of {limit} bytes for one call exhausted")]
+pub(crate) struct BudgetExhausted {
+    pub(crate) limit: u64,
+}
+
+/// `ext4_view::Ext4Read` over a shared [`BlockRead`], charging every read to the budget.
+struct DevReader {
+    dev: Arc<dyn BlockRead>,
+    budget: Arc<Budget>,
+}
+
+impl Ext4Read for DevReader {
+    fn read(
+        &mut self,
+        start_byte: u64,
+        dst: &mut [u8],
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
+        self.budget.take(dst.len() as u64).map_err(Box::new)?;
+        self.dev.read_exact_at(start_byte, dst)?;
+        Ok(())
+    }
+}
+
+/// The state owned by the worker thread.
+struct Worker {
+    fs: Ext4,
+    /// The last file `read_at` used, kept open so sequential reads do not seek from the start.
+    open: Option<(GuestPath, ext4_view::File)>,
+}
+
+type Job = Box<dyn FnOnce(&mut Worker) + Send>;
+
+/// A read-only ext2/ext3/ext4 filesystem.
+pub struct Ext4Fs {
+    jobs: mpsc::Sender<Job>,
+    dev: Arc<dyn BlockRead>,
+    budget: Arc<Budget>,
+    superblock: Superblock,
+    info: FsInfo,
+}
+
+impl std::fmt::Debug for Ext4Fs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ext4Fs")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+fn panicked() -> Error {
+    Error::corrupt(
+        "ext4 filesystem",
+        0,
+        "ext4-view panicked on this image (caught as a guard against a dependency bug)",
+    )
+}
+
+impl Ext4Fs {
+    /// Opens the ext2/3/4 filesystem on `dev`.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for a damaged superblock, group descriptors or journal;
+    /// [`Error::Unsupported`] for incompatible features `ext4-view` does not implement; I/O.
+    pub fn open(dev: Arc<dyn BlockRead>) -> Result<Self> {
+        let superblock = Superblock::read(&*dev)?;
+        let dev_size = dev.size();
+        // ext4-view sizes its block group table from s_blocks_count before reading anything;
+        // a filesystem larger than its device is damage (or a truncated image) either way.
+        let fs_bytes = superblock.blocks_count.checked_mul(superblock.block_size);
+        if fs_bytes.is_none_or(|b| b > dev_size) {
+            return Err(sb_corrupt(format!(
+                "s_blocks_count {} of {} bytes exceeds the {dev_size}-byte device",
+                superblock.blocks_count, superblock.block_size
+            )));
+        }
+        let info = FsInfo {
+            kind: superblock.kind(),
+            label: superblock.label(),
+            uuid: superblock.uuid(),
+            case: CaseSensitivity::Sensitive,
+        };
+        let budget = Arc::new(Budget::default());
+        budget.reset(call_budget(dev_size, 0));
+        let reader = DevReader {
+            dev: dev.clone(),
+            budget: budget.clone(),
+        };
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<()>>(1);
+        std::thread::Builder::new()
+            .name("guestfs-ext4".into())
+            .spawn(move || {
+                let loaded = catch_unwind(AssertUnwindSafe(|| Ext4::load(Box::new(reader))));
+                let fs = match loaded {
+                    Ok(Ok(fs)) => fs,
+                    Ok(Err(e)) => {
+                        let _ = ready_tx.send(Err(map_err(e, &GuestPath::root())));
+                        return;
+                    }
+                    Err(_) => {
+                        let _ = ready_tx.send(Err(panicked()));
+                        return;
+                    }
+                };
+                if ready_tx.send(Ok(())).is_err() {
+                    return;
+                }
+                let mut worker = Worker { fs, open: None };
+                for job in rx {
+                    if catch_unwind(AssertUnwindSafe(|| job(&mut worker))).is_err() {
+                        // The job's reply channel was dropped while unwinding, so the caller
+                        // already sees the failure. Drop the cached file: its state is unknown.
+                        worker.open = None;
+                    }
+                }
+            })
+            .map_err(|e| Error::Disk(disk::Error::io(0, e)))?;
+        ready_rx.recv().map_err(|_| panicked())??;
+        tracing::debug!(kind = ?info.kind, "opened ext filesystem");
+        Ok(Self {
+            jobs,
+            dev,
+            budget,
+            superblock,
+            info,
+        })
+    }
+
+    /// The validated superblock.
+    #[must_use]
+    pub fn superblock(&self) -> &Superblock {
+        &self.superblock
+    }
+
+    /// Clean/dirty state from the superblock.
+    #[must_use]
+    pub fn state(&self) -> Ext4State {
+        self.superblock.state()
+    }
+
+    /// True if the journal must be replayed (`INCOMPAT_RECOVER`).
+    #[must_use]
+    pub fn needs_recovery(&self) -> bool {
+        self.superblock.state().needs_recovery
+    }
+
+    /// Runs `f` on the worker thread with a fresh read budget for `buf_len` bytes of file data.
+    fn call<R: Send + 'static>(
+        &self,
+        buf_len: usize,
+        f: impl FnOnce(&mut Worker) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        self.budget.reset(call_budget(self.dev.size(), buf_len));
+        let (tx, rx) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move |w| {
+            let _ = tx.send(f(w));
+        });
+        self.jobs.send(job).map_err(|_| panicked())?;
+        rx.recv().map_err(|_| panicked())?
+    }
+
+    /// `i_links_count` of inode `ino`, read from the inode table (not through the journal).
+    fn links_count(&self, ino: u32) -> Result<u64> {
+        let sb = &self.superblock;
+        let corrupt = |detail: String| Error::corrupt(format!("ext4 inode {ino}"), 0, detail);
+        let index = ino
+            .checked_sub(1)
+            .ok_or_else(|| corrupt("inode number 0".into()))?;
+        let group = u64::from(index / sb.inodes_per_group);
+        if group >= sb.group_count() {
+            return Err(corrupt(format!(
+                "group {group} out of range 0..{}",
+                sb.group_count()
+            )));
+        }
+        let slot = u64::from(index % sb.inodes_per_group);
+        // The descriptor table starts in the block after the superblock's block.
+        let gdt = (u64::from(sb.first_data_block) + 1) * sb.block_size;
+        let desc = gdt + group * u64::from(sb.desc_size);
+        let lo: [u8; 4] = self.dev.read_array(desc + BG_INODE_TABLE_LO)?;
+        let hi: [u8; 4] = if sb.desc_size >= 64 {
+            self.dev.read_array(desc + BG_INODE_TABLE_HI)?
+        } else {
+            [0; 4]
+        };
+        let table = (u64::from(u32::from_le_bytes(hi)) << 32) | u64::from(u32::from_le_bytes(lo));
+        let at = table
+            .checked_mul(sb.block_size)
+            .and_then(|t| t.checked_add(slot * u64::from(sb.inode_size)))
+            .and_then(|t| t.checked_add(I_LINKS_COUNT))
+            .ok_or_else(|| corrupt(format!("bg_inode_table {table} overflows")))?;
+        let links: [u8; 2] = self.dev.read_array(at)?;
+        Ok(u64::from(u16::from_le_bytes(links)))
+    }
+}
+
+/// Maps an `ext4-view` error on `path` to ours.
+fn map_err(e: Ext4Error, path: &GuestPath) -> Error {
+    let path_s = || path.to_string();
+    match e {
+        Ext4Error::NotFound => Error::NotFound { path: path_s() },
+        Ext4Error::NotADirectory => Error::NotADirectory { path: path_s() },
+        Ext4Error::IsADirectory => Error::IsADirectory { path: path_s() },
+        Ext4Error::NotASymlink => Error::NotASymlink { path: path_s() },
+        Ext4Error::TooManySymlinks => Error::TooManySymlinks { path: path_s() },
+        Ext4Error::IsASpecialFile => {
+            Error::unsupported("file type", format!("{path}: special file"))
+        }
+        Ext4Error::Encrypted => {
+            Error::unsupported("ext4 feature", format!("{path}: encrypted file"))
+        }
+        Ext4Error::Incompatible(i) => Error::unsupported("ext4 feature", i.to_string()),
+        Ext4Error::Io(inner) => match inner.downcast::<disk::Error>() {
+            Ok(d) => Error::Disk(*d),
+            Err(other) => match other.downcast::<BudgetExhausted>() {
+                Ok(b) => Error::LimitExceeded {
+                    what: format!("{path}: bytes read by one call"),
+                    limit: b.limit,
+                },
+                Err(other) => Error::corrupt("ext4 filesystem", 0, other.to_string()),
+            },
+        },
+        Ext4Error::Corrupt(c) => Error::corrupt("ext4 filesystem", 0, c.to_string()),
+        other => Error::corrupt("ext4 filesystem", 0, format!("{path}: {other}")),
+    }
+}
+
+fn file_type(t: ext4_view::FileType) -> FileType {
+    if t.is_regular_file() {
+        FileType::Regular
+    } else if t.is_dir() {
+        FileType::Directory
+    } else if t.is_symlink() {
+        FileType::Symlink
+    } else if t.is_char_dev() {
+        FileType::CharDevice
+    } else if t.is_block_dev() {
+        FileType::BlockDevice
+    } else if t.is_fifo() {
+        FileType::Fifo
+    } else if t.is_socket() {
+        FileType::Socket
+    } else {
+        FileType::Other
+    }
+}
+
+/// The inode number of an open file. `ext4-view` 1.0 only reveals it in `File`'s `Debug`
+/// output (`File { inode: 12, position: 0, .. }`); a format change makes this `None`, which
+/// the tests would catch.
+fn file_inode(file: &ext4_view::File) -> Option<u32> {
+    let dbg = format!("{file:?}");
+    let rest = dbg.split_once("inode: ")?.1;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+impl FsRead for Ext4Fs {
+    fn info(&self) -> FsInfo {
+        self.info.clone()
+    }
+
+    fn lstat(&self, path: &GuestPath) -> Result<Metadata> {
+        let p = path.clone();
+        let (md, ino) = self.call(0, move |w| {
+            let bytes = p.to_bytes();
+            let md =
+                w.fs.symlink_metadata(bytes.as_slice())
+                    .map_err(|e| map_err(e, &p))?;
+            let ino = if md.file_type().is_regular_file() {
+                w.fs.open(bytes.as_slice())
+                    .ok()
+                    .as_ref()
+                    .and_then(file_inode)
+            } else {
+                None
+            };
+            Ok((md, ino))
+        })?;
+        let nlink = match ino {
+            Some(i) => self.links_count(i)?,
+            None => 0,
+        };
+        Ok(Metadata {
+            file_type: file_type(md.file_type()),
+            size: md.len(),
+            mode: u32::from(md.mode()),
+            uid: md.uid(),
+            gid: md.gid(),
+            mtime: md.modified().seconds(),
+            ino: ino.map_or(0, u64::from),
+            nlink,
+        })
+    }
+
+    fn read_dir(&self, path: &GuestPath) -> Result<Vec<DirEntry>> {
+        let p = path.clone();
+        let dev_size = self.dev.size();
+        self.call(0, move |w| {
+            let bytes = p.to_bytes();
+            let md =
+                w.fs.symlink_metadata(bytes.as_slice())
+                    .map_err(|e| map_err(e, &p))?;
+            if !md.is_dir() {
+                return Err(Error::NotADirectory {
+                    path: p.to_string(),
+                });
+            }
+            // A directory is never sparse and never larger than its device; a bigger i_size
+            // would only make ext4-view iterate holes without reading anything.
+            if md.len() > dev_size {
+                return Err(Error::corrupt(
+                    format!("ext4 directory {p}"),
+                    0,
+                    format!("i_size {} exceeds the {dev_size}-byte device", md.len()),
+                ));
+            }
+            let mut out = Vec::new();
+            for entry in
+                w.fs.read_dir(bytes.as_slice())
+                    .map_err(|e| map_err(e, &p))?
+            {
+                let entry = entry.map_err(|e| map_err(e, &p))?;
+                let name = entry.file_name();
+                let name = name.as_ref();
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                if out.len() >= MAX_DIR_ENTRIES {
+                    return Err(Error::LimitExceeded {
+                        what: format!("{p}: directory entries"),
+                        limit: MAX_DIR_ENTRIES as u64,
+                    });
+                }
+                let ft = entry.file_type().map_err(|e| map_err(e, &p))?;
+                out.push(DirEntry {
+                    name: name.to_vec(),
+                    file_type: file_type(ft),
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn read_link(&self, path: &GuestPath) -> Result<Vec<u8>> {
+        let p = path.clone();
+        self.call(0, move |w| {
+            let target =
+                w.fs.read_link(p.to_bytes().as_slice())
+                    .map_err(|e| map_err(e, &p))?;
+            Ok(target.as_ref().to_vec())
+        })
+    }
+
+    fn read_at(&self, path: &GuestPath, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let p = path.clone();
+        let len = buf.len();
+        let data = self.call(len, move |w| {
+            let reuse = matches!(&w.open, Some((q, _)) if *q == p);
+            if !reuse {
+                w.open = None;
+                let bytes = p.to_bytes();
+                let md =
+                    w.fs.symlink_metadata(bytes.as_slice())
+                        .map_err(|e| map_err(e, &p))?;
+                // Canonical paths never end in a symlink we should follow (crate docs).
+                if md.is_symlink() {
+                    return Err(Error::unsupported(
+                        "file type",
+                        format!("{p}: read_at on a symlink (resolve the path first)"),
+                    ));
+                }
+                let file = w.fs.open(bytes.as_slice()).map_err(|e| map_err(e, &p))?;
+                w.open = Some((p.clone(), file));
+            }
+            let Some((_, file)) = w.open.as_mut() else {
+                // Unreachable: set just above when not reused.
+                return Ok(Vec::new());
+            };
+            let size = file.metadata().len();
+            if offset >= size || len == 0 {
+                return Ok(Vec::new());
+            }
+            let want = usize::try_from(size - offset).map_or(len, |rest| rest.min(len));
+            if file.position() != offset {
+                // A failed seek leaves the file's block iterator exhausted; drop it.
+                if let Err(e) = file.seek_to(offset) {
+                    w.open = None;
+                    return Err(map_err(e, &p));
+                }
+            }
+            let mut data = vec![0u8; want];
+            let mut filled = 0;
+            while filled < want {
+                // OK to slice: filled < want == data.len().
+                match file.read_bytes(&mut data[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) => {
+                        w.open = None;
+                        return Err(map_err(e, &p));
+                    }
+                }
+            }
+            data.truncate(filled);
+            Ok(data)
+        })?;
+        let n = data.len();
+        // OK to slice: the worker returns at most buf.len() bytes.
+        buf[..n].copy_from_slice(&data);
+        Ok(n)
+    }
+}

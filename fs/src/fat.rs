@@ -1,1 +1,811 @@
-//! (backend under construction: see the issue tracker)
+//! FAT12/16/32 reading over the `fatfs` crate.
+//!
+//! `fatfs` 0.3 trusts its input more than rehost can: it does unchecked `u32` arithmetic on
+//! boot-sector fields and cluster numbers (an overflow panics in debug builds), subtracts 2 from
+//! cluster numbers read from the FAT without checking them, and follows cluster chains as long
+//! as the FAT says (a cyclic chain never ends). So this module:
+//!
+//! 1. validates the boot sector itself ([`BootSector`]) before `fatfs` sees it, with every
+//!    geometry sum done in `u64` and checked against the device;
+//! 2. gives `fatfs` a device adapter that charges every read to a per-call budget, so a cyclic
+//!    chain or a directory of endless deleted entries ends in [`Error::LimitExceeded`];
+//! 3. bounds directory listings to [`MAX_DIR_ENTRIES`];
+//! 4. runs each call under `catch_unwind` and turns a panic into [`Error::Corrupt`]. That is a
+//!    last-resort guard against a dependency that can panic on a bad cluster number, not a
+//!    substitute for the validation above (the default panic hook still prints the message).
+//!
+//! `fatfs::FileSystem` is not `Send` (it keeps `&'static dyn` code-page and clock objects that are
+//! not `Sync`), so [`FatFs`] mounts it afresh for each call: that costs one boot-sector read (two
+//! on FAT32) and keeps no state a panic could poison. The adapter refuses every write; `fatfs`
+//! writes only when flags or FSInfo counters change, which reading never does (a test counts
+//! write attempts).
+//!
+//! FAT stores no owner or permissions: [`Metadata`] reports uid/gid 0, mode 0o755 for
+//! directories and 0o644 for files (0o555/0o444 with the read-only attribute), `nlink` 1,
+//! `ino` 0, and the modification time read as UTC (FAT stores local time).
+
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use disk::BlockRead;
+use zerocopy::little_endian::{U16, U32};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use crate::ext4::{Budget, BudgetExhausted, call_budget};
+use crate::{
+    CaseSensitivity, DirEntry, Error, FileType, FsInfo, FsKind, FsRead, GuestPath, MAX_DIR_ENTRIES,
+    Metadata, Result,
+};
+
+/// Size of the boot sector we parse (Microsoft FAT specification, section 3).
+pub const BOOT_SECTOR_SIZE: usize = 512;
+/// Boot signature at offset 510 (FAT specification, section 3.1).
+const BOOT_SIGNATURE: [u8; 2] = [0x55, 0xAA];
+/// Extended boot signatures that make `BS_VolID` and `BS_VolLab` valid (section 3.2/3.3).
+const EXT_BOOT_SIGNATURES: [u8; 2] = [0x28, 0x29];
+/// Cluster-count thresholds that decide the FAT type (section 3.5: "the only way").
+const FAT12_MAX_CLUSTERS: u64 = 4084;
+const FAT16_MAX_CLUSTERS: u64 = 65524;
+/// Largest valid FAT32 cluster count (28-bit entries, minus reserved values).
+const FAT32_MAX_CLUSTERS: u64 = 0x0FFF_FFF4;
+/// The first two FAT entries are reserved (section 4).
+const RESERVED_FAT_ENTRIES: u64 = 2;
+/// Size of a directory entry (section 6).
+const DIR_ENTRY_SIZE: u64 = 32;
+/// `DIR_Attr` bits (section 6).
+const ATTR_READ_ONLY: u8 = 0x01;
+const ATTR_VOLUME_ID: u8 = 0x08;
+const ATTR_LONG_NAME: u8 = 0x0F;
+/// First name byte of a deleted entry, and of the end-of-directory marker.
+const DIR_ENTRY_FREE: u8 = 0xE5;
+const DIR_ENTRY_END: u8 = 0x00;
+/// Most root-directory clusters the label search follows on FAT32 (blkid follows a similar cap).
+const MAX_LABEL_SEARCH_CLUSTERS: u32 = 64;
+/// The label mkfs tools write when there is none; blkid does not report it.
+const NO_NAME: &str = "NO NAME";
+
+/// The boot sector and BIOS parameter block as laid out on disk (first parsing step).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone)]
+#[repr(C)]
+pub(crate) struct RawBootSector {
+    bs_jmp_boot: [u8; 3],
+    bs_oem_name: [u8; 8],
+    bpb_byts_per_sec: U16,
+    bpb_sec_per_clus: u8,
+    bpb_rsvd_sec_cnt: U16,
+    bpb_num_fats: u8,
+    bpb_root_ent_cnt: U16,
+    bpb_tot_sec16: U16,
+    bpb_media: u8,
+    bpb_fat_sz16: U16,
+    _bpb_sec_per_trk: U16,
+    _bpb_num_heads: U16,
+    _bpb_hidd_sec: U32,
+    bpb_tot_sec32: U32,
+    /// FAT12/16: `BS_DrvNum .. BS_FilSysType` at 0x24; FAT32: `BPB_FATSz32 ..` at 0x24.
+    ext: [u8; 0x5A - 0x24],
+    _boot_code: [u8; 510 - 0x5A],
+    signature: [u8; 2],
+}
+
+/// A validated FAT boot sector (second parsing step).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootSector {
+    /// FAT12, FAT16 or FAT32, by cluster count.
+    pub kind: FsKind,
+    /// `BPB_BytsPerSec`.
+    pub bytes_per_sector: u64,
+    /// `BPB_SecPerClus`.
+    pub sectors_per_cluster: u64,
+    /// `BPB_RsvdSecCnt`.
+    pub reserved_sectors: u64,
+    /// `BPB_NumFATs`.
+    pub fats: u64,
+    /// `BPB_RootEntCnt` (0 on FAT32).
+    pub root_entries: u64,
+    /// Sectors per FAT.
+    pub fat_sectors: u64,
+    /// Total sectors of the volume.
+    pub total_sectors: u64,
+    /// Number of data clusters.
+    pub clusters: u64,
+    /// `BPB_RootClus` (FAT32 only; 0 otherwise).
+    pub root_cluster: u32,
+    /// `BS_VolID`, if the extended boot signature says it is valid.
+    pub volume_id: Option<u32>,
+    /// `BS_VolLab` (trailing spaces removed), if valid and not "NO NAME".
+    pub boot_label: Option<String>,
+}
+
+fn bs_corrupt(offset: u64, detail: String) -> Error {
+    Error::corrupt("fat boot sector", offset, detail)
+}
+
+fn le16(b: &[u8], at: usize) -> u16 {
+    b.get(at..at + 2)
+        .map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4)
+        .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+impl BootSector {
+    /// Reads and validates the boot sector of `dev`, including that the volume fits on it.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] naming the field, its value and the allowed range; I/O errors.
+    pub fn read(dev: &dyn BlockRead) -> Result<Self> {
+        let raw: RawBootSector = disk::BlockReadExt::read_struct(dev, 0)?;
+        let bs = Self::try_from(&raw)?;
+        let bytes = bs.total_sectors * bs.bytes_per_sector;
+        if bytes > dev.size() {
+            return Err(bs_corrupt(
+                0x13,
+                format!(
+                    "total sectors {} of {} bytes exceed the {}-byte device",
+                    bs.total_sectors,
+                    bs.bytes_per_sector,
+                    dev.size()
+                ),
+            ));
+        }
+        Ok(bs)
+    }
+
+    /// Byte offset of the first FAT.
+    #[must_use]
+    pub fn fat_offset(&self) -> u64 {
+        self.reserved_sectors * self.bytes_per_sector
+    }
+
+    /// Byte offset of the FAT12/16 root directory region.
+    #[must_use]
+    pub fn root_dir_offset(&self) -> u64 {
+        (self.reserved_sectors + self.fats * self.fat_sectors) * self.bytes_per_sector
+    }
+
+    /// Byte offset of the data region (cluster 2).
+    #[must_use]
+    pub fn data_offset(&self) -> u64 {
+        self.root_dir_offset() + self.root_dir_sectors() * self.bytes_per_sector
+    }
+
+    fn root_dir_sectors(&self) -> u64 {
+        (self.root_entries * DIR_ENTRY_SIZE).div_ceil(self.bytes_per_sector)
+    }
+
+    /// Bytes per cluster.
+    #[must_use]
+    pub fn cluster_size(&self) -> u64 {
+        self.sectors_per_cluster * self.bytes_per_sector
+    }
+
+    /// The serial as blkid prints it: `XXXX-XXXX`, uppercase hex.
+    #[must_use]
+    pub fn serial(&self) -> Option<String> {
+        self.volume_id
+            .map(|id| format!("{:04X}-{:04X}", id >> 16, id & 0xFFFF))
+    }
+
+    /// The label as blkid reports it: the root directory's volume-label entry if there is one,
+    /// else the boot sector's `BS_VolLab`; "NO NAME" counts as none.
+    ///
+    /// # Errors
+    /// I/O errors reading the root directory.
+    pub fn label(&self, dev: &dyn BlockRead) -> Result<Option<String>> {
+        match self.root_dir_label(dev)? {
+            Some(l) => Ok(Some(l).filter(|l| l != NO_NAME && !l.is_empty())),
+            None => Ok(self.boot_label.clone()),
+        }
+    }
+
+    /// The volume-label entry of the root directory, searching a bounded number of clusters.
+    fn root_dir_label(&self, dev: &dyn BlockRead) -> Result<Option<String>> {
+        let scan = |offset: u64, len: u64| -> Result<Option<Option<String>>> {
+            let len = len.min(dev.size().saturating_sub(offset));
+            let buf = disk::BlockReadExt::read_vec(dev, offset, len, 1 << 20)?;
+            for e in buf.chunks_exact(32) {
+                match e[0] {
+                    DIR_ENTRY_END => return Ok(Some(None)),
+                    DIR_ENTRY_FREE => {}
+                    _ if e[11] & ATTR_LONG_NAME == ATTR_LONG_NAME => {}
+                    _ if e[11] & ATTR_VOLUME_ID != 0 => {
+                        let name = String::from_utf8_lossy(&e[..11]);
+                        return Ok(Some(Some(name.trim_end_matches(' ').to_owned())));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(None)
+        };
+        if self.kind != FsKind::Fat32 {
+            let len = (self.root_entries * DIR_ENTRY_SIZE).min(1 << 20);
+            return Ok(scan(self.root_dir_offset(), len)?.flatten());
+        }
+        let mut cluster = u64::from(self.root_cluster);
+        for _ in 0..MAX_LABEL_SEARCH_CLUSTERS {
+            if !(RESERVED_FAT_ENTRIES..self.clusters + RESERVED_FAT_ENTRIES).contains(&cluster) {
+                break;
+            }
+            let at = self.data_offset() + (cluster - RESERVED_FAT_ENTRIES) * self.cluster_size();
+            if let Some(found) = scan(at, self.cluster_size())? {
+                return Ok(found);
+            }
+            let entry: [u8; 4] =
+                disk::BlockReadExt::read_array(dev, self.fat_offset() + cluster * 4)?;
+            cluster = u64::from(u32::from_le_bytes(entry) & 0x0FFF_FFFF);
+        }
+        Ok(None)
+    }
+}
+
+impl TryFrom<&RawBootSector> for BootSector {
+    type Error = Error;
+
+    fn try_from(raw: &RawBootSector) -> Result<Self> {
+        if raw.signature != BOOT_SIGNATURE {
+            return Err(bs_corrupt(
+                510,
+                format!("signature {:02x?} is not 55 aa", raw.signature),
+            ));
+        }
+        if !matches!(raw.bs_jmp_boot[0], 0xEB | 0xE9) {
+            return Err(bs_corrupt(
+                0,
+                format!(
+                    "jump opcode {:#04x} is not 0xeb or 0xe9",
+                    raw.bs_jmp_boot[0]
+                ),
+            ));
+        }
+        let bps = raw.bpb_byts_per_sec.get();
+        if !bps.is_power_of_two() || !(512..=4096).contains(&bps) {
+            return Err(bs_corrupt(
+                0x0B,
+                format!("bytes per sector {bps} is not a power of two in 512..=4096"),
+            ));
+        }
+        let spc = raw.bpb_sec_per_clus;
+        if !spc.is_power_of_two() {
+            return Err(bs_corrupt(
+                0x0D,
+                format!("sectors per cluster {spc} is not a power of two in 1..=128"),
+            ));
+        }
+        let reserved = raw.bpb_rsvd_sec_cnt.get();
+        if reserved == 0 {
+            return Err(bs_corrupt(
+                0x0E,
+                "reserved sectors 0 out of range 1..".into(),
+            ));
+        }
+        let fats = raw.bpb_num_fats;
+        if !(1..=2).contains(&fats) {
+            return Err(bs_corrupt(
+                0x10,
+                format!("fat count {fats} out of range 1..=2"),
+            ));
+        }
+        let ext = &raw.ext;
+        let fat_sz16 = raw.bpb_fat_sz16.get();
+        let is_fat32_layout = fat_sz16 == 0;
+        let fat_sectors = if is_fat32_layout {
+            u64::from(le32(ext, 0))
+        } else {
+            u64::from(fat_sz16)
+        };
+        if fat_sectors == 0 {
+            return Err(bs_corrupt(
+                0x24,
+                "sectors per fat 0 out of range 1..".into(),
+            ));
+        }
+        let (ts16, ts32) = (raw.bpb_tot_sec16.get(), raw.bpb_tot_sec32.get());
+        if (ts16 == 0) == (ts32 == 0) {
+            return Err(bs_corrupt(
+                0x13,
+                format!("exactly one of total sectors 16 ({ts16}) and 32 ({ts32}) must be set"),
+            ));
+        }
+        let total_sectors = if ts16 != 0 {
+            u64::from(ts16)
+        } else {
+            u64::from(ts32)
+        };
+        let root_entries = u64::from(raw.bpb_root_ent_cnt.get());
+        if is_fat32_layout && (root_entries != 0 || ts16 != 0) {
+            return Err(bs_corrupt(
+                0x11,
+                format!(
+                    "fat32 with root entries {root_entries} and total sectors 16 {ts16} (both must be 0)"
+                ),
+            ));
+        }
+        if !is_fat32_layout && root_entries == 0 {
+            return Err(bs_corrupt(0x11, "root entries 0 on fat12/16".into()));
+        }
+        let bps = u64::from(bps);
+        let spc = u64::from(spc);
+        let root_dir_sectors = (root_entries * DIR_ENTRY_SIZE).div_ceil(bps);
+        // All in u64: u16 + 2 * u32 + u16-derived cannot overflow.
+        let meta_sectors = u64::from(reserved) + u64::from(fats) * fat_sectors + root_dir_sectors;
+        if meta_sectors >= total_sectors {
+            return Err(bs_corrupt(
+                0x13,
+                format!(
+                    "total sectors {total_sectors} leave no data region after {meta_sectors} metadata sectors"
+                ),
+            ));
+        }
+        let clusters = (total_sectors - meta_sectors) / spc;
+        let kind = if clusters <= FAT12_MAX_CLUSTERS {
+            FsKind::Fat12
+        } else if clusters <= FAT16_MAX_CLUSTERS {
+            FsKind::Fat16
+        } else {
+            FsKind::Fat32
+        };
+        if (kind == FsKind::Fat32) != is_fat32_layout {
+            return Err(bs_corrupt(
+                0x16,
+                format!("{clusters} clusters mean {kind:?} but sectors per fat 16 is {fat_sz16}"),
+            ));
+        }
+        if clusters > FAT32_MAX_CLUSTERS {
+            return Err(bs_corrupt(
+                0x20,
+                format!("cluster count {clusters} out of range ..={FAT32_MAX_CLUSTERS}"),
+            ));
+        }
+        let bits = match kind {
+            FsKind::Fat12 => 12,
+            FsKind::Fat16 => 16,
+            _ => 32,
+        };
+        let fat_entries = fat_sectors * bps * 8 / bits;
+        if fat_entries < clusters + RESERVED_FAT_ENTRIES {
+            return Err(bs_corrupt(
+                0x16,
+                format!("fat of {fat_entries} entries too small for {clusters} clusters"),
+            ));
+        }
+        // Extended fields: FAT32's start at 0x40 (ext[0x1C]), FAT12/16's at 0x24 (ext[0]).
+        let (root_cluster, sig_at) = if kind == FsKind::Fat32 {
+            let version = le16(ext, 0x2A - 0x24);
+            if version != 0 {
+                return Err(bs_corrupt(
+                    0x2A,
+                    format!("fat32 version {version} is not 0"),
+                ));
+            }
+            let fs_info = u64::from(le16(ext, 0x30 - 0x24));
+            let backup = u64::from(le16(ext, 0x32 - 0x24));
+            if fs_info >= u64::from(reserved) || backup >= u64::from(reserved) {
+                return Err(bs_corrupt(
+                    0x30,
+                    format!(
+                        "fsinfo sector {fs_info} or backup boot sector {backup} outside 0..{reserved}"
+                    ),
+                ));
+            }
+            let rc = le32(ext, 0x2C - 0x24);
+            if !(RESERVED_FAT_ENTRIES..clusters + RESERVED_FAT_ENTRIES).contains(&u64::from(rc)) {
+                return Err(bs_corrupt(
+                    0x2C,
+                    format!(
+                        "root cluster {rc} out of range 2..{}",
+                        clusters + RESERVED_FAT_ENTRIES
+                    ),
+                ));
+            }
+            (rc, 0x42 - 0x24)
+        } else {
+            (0, 0x26 - 0x24)
+        };
+        let ext_valid = ext
+            .get(sig_at)
+            .is_some_and(|s| EXT_BOOT_SIGNATURES.contains(s));
+        let volume_id = ext_valid.then(|| le32(ext, sig_at + 1));
+        let boot_label = ext
+            .get(sig_at + 5..sig_at + 16)
+            .filter(|_| ext_valid)
+            .map(|l| String::from_utf8_lossy(l).trim_end_matches(' ').to_owned())
+            .filter(|l| !l.is_empty() && l != NO_NAME);
+        Ok(Self {
+            kind,
+            bytes_per_sector: bps,
+            sectors_per_cluster: spc,
+            reserved_sectors: u64::from(reserved),
+            fats: u64::from(fats),
+            root_entries,
+            fat_sectors,
+            total_sectors,
+            clusters,
+            root_cluster,
+            volume_id,
+            boot_label,
+        })
+    }
+}
+
+/// Read/Write/Seek over a shared device for `fatfs`: reads are charged to a budget, writes are
+/// refused (and counted, so tests can prove none was attempted).
+struct DevCursor {
+    dev: Arc<dyn BlockRead>,
+    pos: u64,
+    budget: Arc<Budget>,
+    writes: Arc<AtomicU64>,
+}
+
+impl Read for DevCursor {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.dev.size().saturating_sub(self.pos);
+        let n = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+        if n == 0 {
+            return Ok(0);
+        }
+        let wanted = n as u64;
+        self.budget.take(wanted).map_err(io::Error::other)?;
+        // OK to slice: n <= buf.len().
+        self.dev
+            .read_exact_at(self.pos, &mut buf[..n])
+            .map_err(io::Error::other)?;
+        self.pos += wanted;
+        Ok(n)
+    }
+}
+
+impl Write for DevCursor {
+    fn write(&mut self, _buf: &[u8]) -> io::Result<usize> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "fat filesystem is opened read-only",
+        ))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for DevCursor {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let new = match pos {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.dev.size().checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = new.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "seek before start or past u64")
+        })?;
+        Ok(self.pos)
+    }
+}
+
+type Fs = fatfs::FileSystem<DevCursor>;
+type FatEntry<'a> = fatfs::DirEntry<'a, DevCursor>;
+
+/// A read-only FAT12/16/32 filesystem.
+pub struct FatFs {
+    dev: Arc<dyn BlockRead>,
+    boot: BootSector,
+    info: FsInfo,
+    budget: Arc<Budget>,
+    writes: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for FatFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FatFs")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps an error `fatfs` returned (or passed through from our adapter) on `path`.
+fn map_io(e: &io::Error, path: &GuestPath) -> Error {
+    if let Some(inner) = e.get_ref() {
+        if let Some(b) = inner.downcast_ref::<BudgetExhausted>() {
+            return Error::LimitExceeded {
+                what: format!("{path}: bytes read by one call"),
+                limit: b.limit,
+            };
+        }
+        if let Some(d) = inner.downcast_ref::<disk::Error>() {
+            return match d {
+                disk::Error::OutOfBounds { offset, .. } => Error::corrupt(
+                    "fat filesystem",
+                    *offset,
+                    format!("{path}: a cluster lies past the end of the device"),
+                ),
+                other => Error::corrupt("fat filesystem", 0, format!("{path}: {other}")),
+            };
+        }
+    }
+    Error::corrupt("fat filesystem", 0, format!("{path}: {e}"))
+}
+
+fn panicked(path: &GuestPath) -> Error {
+    Error::corrupt(
+        "fat filesystem",
+        0,
+        format!(
+            "{path}: fatfs panicked on this image (caught as a guard against a dependency bug)"
+        ),
+    )
+}
+
+/// One name as `fatfs` found it, plus what we need to match and describe it.
+enum Node<'a> {
+    Root,
+    Entry(FatEntry<'a>),
+}
+
+fn same_name(want: &str, entry: &FatEntry<'_>) -> bool {
+    let fold = |s: &str| s.to_uppercase();
+    let want = fold(want);
+    fold(&entry.file_name()) == want || fold(&entry.short_file_name()) == want
+}
+
+/// Iterates a directory, skipping `.`/`..`, up to [`MAX_DIR_ENTRIES`].
+fn for_each_entry<'a>(
+    dir: &fatfs::Dir<'a, DevCursor>,
+    path: &GuestPath,
+    mut f: impl FnMut(FatEntry<'a>) -> Option<FatEntry<'a>>,
+) -> Result<Option<FatEntry<'a>>> {
+    for (seen, entry) in dir.iter().enumerate() {
+        if seen >= MAX_DIR_ENTRIES {
+            return Err(Error::LimitExceeded {
+                what: format!("{path}: directory entries"),
+                limit: MAX_DIR_ENTRIES as u64,
+            });
+        }
+        let entry = entry.map_err(|e| map_io(&e, path))?;
+        let name = entry.short_file_name();
+        if name == "." || name == ".." {
+            continue;
+        }
+        if let Some(found) = f(entry) {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
+fn lookup<'a>(fs: &'a Fs, path: &GuestPath) -> Result<Node<'a>> {
+    let mut dir = fs.root_dir();
+    let mut node = Node::Root;
+    let mut here = GuestPath::root();
+    for (i, comp) in path.components().iter().enumerate() {
+        if i > 0 {
+            match &node {
+                Node::Entry(e) if e.is_dir() => dir = e.to_dir(),
+                Node::Entry(_) => {
+                    return Err(Error::NotADirectory {
+                        path: here.to_string(),
+                    });
+                }
+                Node::Root => {}
+            }
+        }
+        here = here.join_name(comp)?;
+        let Ok(want) = std::str::from_utf8(comp) else {
+            // FAT names are UTF-16 (long) or OEM code page (short); ours are UTF-8.
+            return Err(Error::NotFound {
+                path: here.to_string(),
+            });
+        };
+        let found = for_each_entry(&dir, &here, |e| same_name(want, &e).then_some(e))?;
+        node = Node::Entry(found.ok_or_else(|| Error::NotFound {
+            path: here.to_string(),
+        })?);
+    }
+    Ok(node)
+}
+
+fn entry_type(e: &FatEntry<'_>) -> FileType {
+    if e.is_dir() {
+        FileType::Directory
+    } else {
+        FileType::Regular
+    }
+}
+
+/// Seconds since the epoch of a FAT date and time, read as UTC. Out-of-range fields (month 0,
+/// day 0) still give a number, never a panic.
+fn unix_time(dt: fatfs::DateTime) -> i64 {
+    // Days from civil (proleptic Gregorian), the well-known era-based algorithm.
+    let (y, m, d) = (
+        i64::from(dt.date.year),
+        i64::from(dt.date.month),
+        i64::from(dt.date.day),
+    );
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86_400
+        + i64::from(dt.time.hour) * 3600
+        + i64::from(dt.time.min) * 60
+        + i64::from(dt.time.sec)
+}
+
+impl FatFs {
+    /// Opens the FAT filesystem on `dev`.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for a boot sector that fails validation; I/O errors.
+    pub fn open(dev: Arc<dyn BlockRead>) -> Result<Self> {
+        let boot = BootSector::read(&*dev)?;
+        let info = FsInfo {
+            kind: boot.kind,
+            label: boot.label(&*dev)?,
+            uuid: boot.serial(),
+            case: CaseSensitivity::Insensitive,
+        };
+        let fs = Self {
+            dev,
+            boot,
+            info,
+            budget: Arc::new(Budget::default()),
+            writes: Arc::new(AtomicU64::new(0)),
+        };
+        // Mount once now so a boot sector fatfs rejects fails here, not on first use.
+        fs.with_fs(&GuestPath::root(), 0, |_| Ok(()))?;
+        tracing::debug!(kind = ?fs.info.kind, "opened fat filesystem");
+        Ok(fs)
+    }
+
+    /// The validated boot sector.
+    #[must_use]
+    pub fn boot_sector(&self) -> &BootSector {
+        &self.boot
+    }
+
+    /// How many writes `fatfs` attempted (and we refused) so far; always 0 in practice.
+    #[must_use]
+    pub fn refused_writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    /// Mounts `fatfs` for one call with a fresh read budget, guarding against its panics.
+    fn with_fs<R>(
+        &self,
+        path: &GuestPath,
+        buf_len: usize,
+        f: impl FnOnce(&Fs) -> Result<R>,
+    ) -> Result<R> {
+        self.budget.reset(call_budget(self.dev.size(), buf_len));
+        let cursor = DevCursor {
+            dev: self.dev.clone(),
+            pos: 0,
+            budget: self.budget.clone(),
+            writes: self.writes.clone(),
+        };
+        catch_unwind(AssertUnwindSafe(|| {
+            let fs = Fs::new(cursor, fatfs::FsOptions::new().update_accessed_date(false))
+                .map_err(|e| map_io(&e, path))?;
+            f(&fs)
+        }))
+        .unwrap_or_else(|_| Err(panicked(path)))
+    }
+}
+
+impl FsRead for FatFs {
+    fn info(&self) -> FsInfo {
+        self.info.clone()
+    }
+
+    fn lstat(&self, path: &GuestPath) -> Result<Metadata> {
+        self.with_fs(path, 0, |fs| {
+            let md = match lookup(fs, path)? {
+                Node::Root => Metadata {
+                    file_type: FileType::Directory,
+                    size: 0,
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                    mtime: 0,
+                    ino: 0,
+                    nlink: 1,
+                },
+                Node::Entry(e) => {
+                    let ro = e.attributes().bits() & ATTR_READ_ONLY != 0;
+                    let mode = match (e.is_dir(), ro) {
+                        (true, false) => 0o755,
+                        (true, true) => 0o555,
+                        (false, false) => 0o644,
+                        (false, true) => 0o444,
+                    };
+                    Metadata {
+                        file_type: entry_type(&e),
+                        size: if e.is_dir() { 0 } else { e.len() },
+                        mode,
+                        uid: 0,
+                        gid: 0,
+                        mtime: unix_time(e.modified()),
+                        ino: 0,
+                        nlink: 1,
+                    }
+                }
+            };
+            Ok(md)
+        })
+    }
+
+    fn read_dir(&self, path: &GuestPath) -> Result<Vec<DirEntry>> {
+        self.with_fs(path, 0, |fs| {
+            let dir = match lookup(fs, path)? {
+                Node::Root => fs.root_dir(),
+                Node::Entry(e) if e.is_dir() => e.to_dir(),
+                Node::Entry(_) => {
+                    return Err(Error::NotADirectory {
+                        path: path.to_string(),
+                    });
+                }
+            };
+            let mut out = Vec::new();
+            for_each_entry(&dir, path, |e| {
+                out.push(DirEntry {
+                    name: e.file_name().into_bytes(),
+                    file_type: entry_type(&e),
+                });
+                None
+            })?;
+            Ok(out)
+        })
+    }
+
+    fn read_link(&self, path: &GuestPath) -> Result<Vec<u8>> {
+        // FAT has no symlinks; still report a missing path as missing.
+        self.lstat(path)?;
+        Err(Error::NotASymlink {
+            path: path.to_string(),
+        })
+    }
+
+    fn read_at(&self, path: &GuestPath, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        self.with_fs(path, buf.len(), |fs| {
+            let e = match lookup(fs, path)? {
+                Node::Root => {
+                    return Err(Error::IsADirectory {
+                        path: path.to_string(),
+                    });
+                }
+                Node::Entry(e) if e.is_dir() => {
+                    return Err(Error::IsADirectory {
+                        path: path.to_string(),
+                    });
+                }
+                Node::Entry(e) => e,
+            };
+            let size = e.len();
+            if offset >= size || buf.is_empty() {
+                return Ok(0);
+            }
+            let want = usize::try_from(size - offset).map_or(buf.len(), |r| r.min(buf.len()));
+            let mut file = e.to_file();
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|err| map_io(&err, path))?;
+            let mut filled = 0;
+            while filled < want {
+                // OK to slice: filled < want <= buf.len().
+                let n = file
+                    .read(&mut buf[filled..want])
+                    .map_err(|err| map_io(&err, path))?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            Ok(filled)
+        })
+    }
+}
