@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod block;
+pub mod concat;
 pub mod detect;
 mod error;
 pub mod lvm;
