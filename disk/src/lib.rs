@@ -42,6 +42,7 @@ pub mod qcow2;
 pub mod raw;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+pub mod txn;
 pub mod view;
 
 pub use block::{
