@@ -1,0 +1,86 @@
+//! Symbolic link targets: local (in the inode) or remote (in data blocks, each with a "XSLM"
+//! header on v5 filesystems).
+//!
+//! Spec: XFS Algorithms & Data Structures, "Symbolic Links" (`xfs_dsymlink_hdr`).
+
+use super::Volume;
+use super::bmap::ExtentMap;
+use super::inode::{ForkFormat, Inode};
+use super::superblock::SbVersion;
+use crate::{Error, Result};
+
+/// Longest symlink target (`XFS_SYMLINK_MAXLEN`).
+pub(crate) const SYMLINK_MAXLEN: u64 = 1024;
+/// "XSLM", and the size of `xfs_dsymlink_hdr` (magic, offset, bytes, crc, blkno, lsn, uuid, owner).
+const XFS_SYMLINK_MAGIC: u32 = 0x5853_4c4d;
+const SYMLINK_HDR_LEN: usize = 56;
+const SL_CRC_OFFSET: usize = 12;
+const SL_OWNER_OFFSET: usize = 48;
+
+fn be32(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u32::from_be_bytes)
+}
+
+/// Reads the target of symlink `inode`.
+///
+/// # Errors
+/// [`Error::Corrupt`] for bad lengths or remote headers; I/O errors.
+pub(crate) fn read_target(vol: &Volume, inode: &Inode) -> Result<Vec<u8>> {
+    let structure = || format!("xfs symlink {}", inode.ino);
+    if inode.size == 0 || inode.size > SYMLINK_MAXLEN {
+        return Err(Error::corrupt(structure(), 0, format!("di_size {} out of range 1..={SYMLINK_MAXLEN}", inode.size)));
+    }
+    // OK: at most 1024 by the check above.
+    let size = usize::try_from(inode.size).unwrap_or(0);
+    match inode.format {
+        ForkFormat::Local => Ok(inode.data_fork.get(..size).unwrap_or_default().to_vec()),
+        ForkFormat::Extents | ForkFormat::Btree => {
+            let map = ExtentMap::read(vol, inode)?;
+            if vol.sb.version == SbVersion::V4 {
+                let mut out = vec![0u8; size];
+                map.read_bytes(vol, 0, &mut out)?;
+                return Ok(out);
+            }
+            let bs = vol.sb.block_size();
+            let mut block = vec![0u8; usize::try_from(bs).map_err(|_| Error::unsupported("xfs block size", "too large"))?];
+            let mut out = Vec::with_capacity(size);
+            let mut fileblock = 0u64;
+            // Each block adds at least one byte, so this runs at most SYMLINK_MAXLEN times.
+            while out.len() < size {
+                map.read_bytes(vol, fileblock * bs, &mut block)?;
+                let at = fileblock * bs;
+                let bad = |field: usize, detail: String| Error::corrupt(structure(), at + field as u64, detail);
+                let magic = be32(&block, 0);
+                if magic != XFS_SYMLINK_MAGIC {
+                    return Err(bad(0, format!("sl_magic {magic:#010x} is not XSLM")));
+                }
+                let owner = block
+                    .get(SL_OWNER_OFFSET..SL_OWNER_OFFSET + 8)
+                    .and_then(|s| s.try_into().ok())
+                    .map_or(0, u64::from_be_bytes);
+                if owner != inode.ino {
+                    return Err(bad(SL_OWNER_OFFSET, format!("sl_owner {owner} is not inode {}", inode.ino)));
+                }
+                if vol.verify_crc && !super::crc::verify(&block, SL_CRC_OFFSET) {
+                    return Err(bad(SL_CRC_OFFSET, "sl_crc does not match the block".into()));
+                }
+                let offset = be32(&block, 4);
+                if offset as usize != out.len() {
+                    return Err(bad(4, format!("sl_offset {offset} where {} was expected", out.len())));
+                }
+                let bytes = be32(&block, 8) as usize;
+                let room = block.len() - SYMLINK_HDR_LEN;
+                if bytes == 0 || bytes > room || out.len() + bytes > size {
+                    return Err(bad(8, format!("sl_bytes {bytes} out of range 1..={}", room.min(size - out.len()))));
+                }
+                // OK to slice: SYMLINK_HDR_LEN + bytes <= block.len() was just checked.
+                out.extend_from_slice(&block[SYMLINK_HDR_LEN..SYMLINK_HDR_LEN + bytes]);
+                fileblock += 1;
+            }
+            Ok(out)
+        }
+        ForkFormat::Dev => Err(Error::corrupt(structure(), 0, "symlink with a device fork")),
+    }
+}
