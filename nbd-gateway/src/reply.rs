@@ -1,0 +1,577 @@
+//! Request execution and reply encoding for the transmission phase (spec: "Transmission").
+//!
+//! Everything here is sync: [`execute`] runs on the blocking pool and returns the complete bytes
+//! of one reply, which the connection then writes in one piece so replies never interleave.
+
+use std::sync::Arc;
+
+use crate::backend::{Run, ZeroOutcome, ZeroRequest};
+use crate::export::Export;
+use crate::proto::*;
+
+/// Which reply headers the connection negotiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReplyMode {
+    /// Neither structured replies nor extended headers: simple replies only.
+    Simple,
+    /// `NBD_OPT_STRUCTURED_REPLY`: 20-byte chunk headers.
+    Structured,
+    /// `NBD_OPT_EXTENDED_HEADERS`: 32-byte request and reply headers, 64-bit lengths.
+    Extended,
+}
+
+/// What a connection negotiated for transmission.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) export: Arc<Export>,
+    pub(crate) read_only: bool,
+    pub(crate) mode: ReplyMode,
+    /// `base:allocation` was selected for this export.
+    pub(crate) base_allocation: bool,
+}
+
+/// One parsed request header (spec: "Request message").
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Request {
+    pub(crate) flags: u16,
+    pub(crate) typ: u16,
+    pub(crate) cookie: u64,
+    pub(crate) offset: u64,
+    /// Effect length, or payload length for `NBD_CMD_WRITE`.
+    pub(crate) length: u64,
+}
+
+impl Request {
+    /// Parses a compact (28-byte) or extended (32-byte) header. `None` if the magic is wrong,
+    /// which the caller treats as a hard disconnect.
+    pub(crate) fn parse(hdr: &[u8], extended: bool) -> Option<Self> {
+        let magic = be_u32(hdr, 0)?;
+        let expected = if extended {
+            EXTENDED_REQUEST_MAGIC
+        } else {
+            REQUEST_MAGIC
+        };
+        if magic != expected {
+            return None;
+        }
+        let length = if extended {
+            be_u64(hdr, 24)?
+        } else {
+            u64::from(be_u32(hdr, 24)?)
+        };
+        Some(Self {
+            flags: be_u16(hdr, 4)?,
+            typ: be_u16(hdr, 6)?,
+            cookie: be_u64(hdr, 8)?,
+            offset: be_u64(hdr, 16)?,
+            length,
+        })
+    }
+
+    /// How many payload bytes follow the header on the wire.
+    pub(crate) fn payload_len(&self, extended: bool) -> u64 {
+        // qemu (8.2 to 10) sends extended WRITE requests without NBD_CMD_FLAG_PAYLOAD_LEN, so
+        // WRITE always carries `length` payload bytes, with or without the flag.
+        if self.typ == CMD_WRITE || (extended && self.flags & CMD_FLAG_PAYLOAD_LEN != 0) {
+            self.length
+        } else {
+            0
+        }
+    }
+}
+
+pub(crate) fn be_u16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(
+        b.get(at..at.checked_add(2)?)?.try_into().ok()?,
+    ))
+}
+pub(crate) fn be_u32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(
+        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
+}
+pub(crate) fn be_u64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(
+        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
+}
+
+/// The result of one request: the reply bytes plus what the metrics need.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) error: Option<NbdError>,
+    pub(crate) read: u64,
+    pub(crate) written: u64,
+}
+
+impl Outcome {
+    fn ok(bytes: Vec<u8>) -> Self {
+        Self {
+            bytes,
+            error: None,
+            read: 0,
+            written: 0,
+        }
+    }
+}
+
+fn simple_header(buf: &mut Vec<u8>, cookie: u64, error: u32) {
+    buf.extend_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
+    buf.extend_from_slice(&error.to_be_bytes());
+    buf.extend_from_slice(&cookie.to_be_bytes());
+}
+
+/// Appends a structured or extended chunk header (spec: "Structured reply chunk message";
+/// extension-ext-header: "Extended reply chunk message").
+fn chunk_header(buf: &mut Vec<u8>, mode: ReplyMode, flags: u16, typ: u16, req: &Request, len: u64) {
+    if mode == ReplyMode::Extended {
+        buf.extend_from_slice(&EXTENDED_REPLY_MAGIC.to_be_bytes());
+        buf.extend_from_slice(&flags.to_be_bytes());
+        buf.extend_from_slice(&typ.to_be_bytes());
+        buf.extend_from_slice(&req.cookie.to_be_bytes());
+        buf.extend_from_slice(&req.offset.to_be_bytes());
+        buf.extend_from_slice(&len.to_be_bytes());
+    } else {
+        buf.extend_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
+        buf.extend_from_slice(&flags.to_be_bytes());
+        buf.extend_from_slice(&typ.to_be_bytes());
+        buf.extend_from_slice(&req.cookie.to_be_bytes());
+        // Chunk payloads are bounded by MAX_PAYLOAD plus a small overhead, far below u32::MAX.
+        buf.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+    }
+}
+
+fn chunk_header_len(mode: ReplyMode) -> usize {
+    if mode == ReplyMode::Extended {
+        EXTENDED_REPLY_LEN
+    } else {
+        STRUCTURED_REPLY_LEN
+    }
+}
+
+/// A successful reply without payload.
+pub(crate) fn ok_reply(mode: ReplyMode, req: &Request) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(EXTENDED_REPLY_LEN);
+    // With structured replies a simple reply is allowed for everything but READ; with extended
+    // headers simple replies are forbidden.
+    if mode == ReplyMode::Extended || (mode == ReplyMode::Structured && req.typ == CMD_READ) {
+        chunk_header(&mut buf, mode, REPLY_FLAG_DONE, REPLY_TYPE_NONE, req, 0);
+    } else {
+        simple_header(&mut buf, req.cookie, 0);
+    }
+    buf
+}
+
+/// An error reply (an error chunk when structured replies are on, so a message can go along).
+pub(crate) fn error_reply(mode: ReplyMode, req: &Request, err: NbdError, msg: &str) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if mode == ReplyMode::Simple {
+        simple_header(&mut buf, req.cookie, err.code());
+        return buf;
+    }
+    let msg = truncate_utf8(msg, MAX_STRING);
+    // OK: msg is at most MAX_STRING (4096) bytes.
+    let msg_len = u16::try_from(msg.len()).unwrap_or(0);
+    let msg = if msg_len == 0 { "" } else { msg };
+    chunk_header(
+        &mut buf,
+        mode,
+        REPLY_FLAG_DONE,
+        REPLY_TYPE_ERROR,
+        req,
+        6 + u64::from(msg_len),
+    );
+    buf.extend_from_slice(&err.code().to_be_bytes());
+    buf.extend_from_slice(&msg_len.to_be_bytes());
+    buf.extend_from_slice(msg.as_bytes());
+    buf
+}
+
+pub(crate) fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default()
+}
+
+fn fail(sess: &Session, req: &Request, err: NbdError, msg: &str) -> Outcome {
+    tracing::debug!(
+        cookie = req.cookie,
+        cmd = req.typ,
+        ?err,
+        msg,
+        "request failed"
+    );
+    Outcome {
+        bytes: error_reply(sess.mode, req, err, msg),
+        error: Some(err),
+        read: 0,
+        written: 0,
+    }
+}
+
+fn io_fail(sess: &Session, req: &Request, e: &std::io::Error) -> Outcome {
+    fail(sess, req, NbdError::from_io(e), &e.to_string())
+}
+
+fn in_range(size: u64, offset: u64, len: u64) -> bool {
+    offset.checked_add(len).is_some_and(|end| end <= size)
+}
+
+/// Checks the command flags (spec: "Command flags": unknown or inapplicable flags are EINVAL).
+fn check_flags(sess: &Session, req: &Request) -> Result<(), &'static str> {
+    let mut allowed = CMD_FLAG_FUA;
+    match req.typ {
+        CMD_READ if sess.mode != ReplyMode::Simple => allowed |= CMD_FLAG_DF,
+        CMD_WRITE_ZEROES => allowed |= CMD_FLAG_NO_HOLE | CMD_FLAG_FAST_ZERO,
+        CMD_BLOCK_STATUS => allowed |= CMD_FLAG_REQ_ONE,
+        _ => {}
+    }
+    if sess.mode == ReplyMode::Extended && req.typ == CMD_WRITE {
+        allowed |= CMD_FLAG_PAYLOAD_LEN;
+    }
+    if req.flags & !allowed != 0 {
+        return Err("command flags not valid for this command");
+    }
+    Ok(())
+}
+
+/// Executes one request against the export and encodes its reply. `payload` is the request's
+/// payload, already read from the wire (and bounded by [`MAX_PAYLOAD`]).
+pub(crate) fn execute(sess: &Session, req: &Request, payload: &[u8]) -> Outcome {
+    if !matches!(
+        req.typ,
+        CMD_READ
+            | CMD_WRITE
+            | CMD_FLUSH
+            | CMD_TRIM
+            | CMD_CACHE
+            | CMD_WRITE_ZEROES
+            | CMD_BLOCK_STATUS
+    ) {
+        return fail(sess, req, NbdError::Inval, "unknown command");
+    }
+    if let Err(msg) = check_flags(sess, req) {
+        return fail(sess, req, NbdError::Inval, msg);
+    }
+    if req.typ != CMD_WRITE && !payload.is_empty() {
+        return fail(sess, req, NbdError::Inval, "unexpected payload");
+    }
+    let backend = sess.export.backend();
+    let size = backend.size();
+    let fua = req.flags & CMD_FLAG_FUA != 0;
+    let written_ok = |written: u64| -> Outcome {
+        if fua && let Err(e) = backend.flush() {
+            return io_fail(sess, req, &e);
+        }
+        Outcome {
+            bytes: ok_reply(sess.mode, req),
+            error: None,
+            read: 0,
+            written,
+        }
+    };
+    match req.typ {
+        CMD_READ => read(sess, req, size),
+        CMD_WRITE => {
+            if sess.read_only {
+                return fail(sess, req, NbdError::Perm, "export is read-only");
+            }
+            if !in_range(size, req.offset, payload.len() as u64) {
+                return fail(
+                    sess,
+                    req,
+                    NbdError::NoSpc,
+                    "write past the end of the export",
+                );
+            }
+            match backend.write_at(payload, req.offset) {
+                Ok(()) => written_ok(payload.len() as u64),
+                Err(e) => io_fail(sess, req, &e),
+            }
+        }
+        CMD_FLUSH => {
+            if req.offset != 0 || req.length != 0 {
+                return fail(
+                    sess,
+                    req,
+                    NbdError::Inval,
+                    "flush offset and length must be zero",
+                );
+            }
+            match backend.flush() {
+                Ok(()) => Outcome::ok(ok_reply(sess.mode, req)),
+                Err(e) => io_fail(sess, req, &e),
+            }
+        }
+        CMD_TRIM => {
+            if sess.read_only {
+                return fail(sess, req, NbdError::Perm, "export is read-only");
+            }
+            if !in_range(size, req.offset, req.length) {
+                return fail(
+                    sess,
+                    req,
+                    NbdError::Inval,
+                    "trim past the end of the export",
+                );
+            }
+            match backend.trim(req.offset, req.length) {
+                Ok(()) => written_ok(0),
+                Err(e) => io_fail(sess, req, &e),
+            }
+        }
+        CMD_WRITE_ZEROES => {
+            if sess.read_only {
+                return fail(sess, req, NbdError::Perm, "export is read-only");
+            }
+            if !in_range(size, req.offset, req.length) {
+                return fail(
+                    sess,
+                    req,
+                    NbdError::NoSpc,
+                    "write zeroes past the end of the export",
+                );
+            }
+            let zr = ZeroRequest {
+                may_unmap: req.flags & CMD_FLAG_NO_HOLE == 0,
+                fast_only: req.flags & CMD_FLAG_FAST_ZERO != 0,
+            };
+            match backend.write_zeroes(req.offset, req.length, zr) {
+                Ok(ZeroOutcome::NotFast) => fail(
+                    sess,
+                    req,
+                    NbdError::NotSup,
+                    "no fast zeroing on this storage",
+                ),
+                Ok(_) => written_ok(0),
+                Err(e) => io_fail(sess, req, &e),
+            }
+        }
+        CMD_CACHE => {
+            if !in_range(size, req.offset, req.length) {
+                return fail(
+                    sess,
+                    req,
+                    NbdError::Inval,
+                    "cache past the end of the export",
+                );
+            }
+            // CACHE is a hint: a failed readahead changes nothing (spec: "NBD_CMD_CACHE").
+            if let Err(e) = backend.cache(req.offset, req.length) {
+                tracing::debug!(error = %e, "readahead hint failed");
+            }
+            Outcome::ok(ok_reply(sess.mode, req))
+        }
+        _ => block_status(sess, req, size),
+    }
+}
+
+fn read(sess: &Session, req: &Request, size: u64) -> Outcome {
+    if req.length > u64::from(MAX_PAYLOAD) {
+        return fail(
+            sess,
+            req,
+            NbdError::Overflow,
+            "read longer than the 32 MiB maximum payload",
+        );
+    }
+    if !in_range(size, req.offset, req.length) {
+        return fail(
+            sess,
+            req,
+            NbdError::Inval,
+            "read past the end of the export",
+        );
+    }
+    // OK: length <= MAX_PAYLOAD (2^25) fits in usize.
+    let n = usize::try_from(req.length).unwrap_or(0);
+    let backend = sess.export.backend();
+    if sess.mode == ReplyMode::Simple {
+        let mut buf = Vec::with_capacity(SIMPLE_REPLY_LEN + n);
+        simple_header(&mut buf, req.cookie, 0);
+        buf.resize(SIMPLE_REPLY_LEN + n, 0);
+        if let Err(e) = backend.read_at(
+            buf.get_mut(SIMPLE_REPLY_LEN..).unwrap_or_default(),
+            req.offset,
+        ) {
+            return io_fail(sess, req, &e);
+        }
+        return Outcome {
+            bytes: buf,
+            error: None,
+            read: req.length,
+            written: 0,
+        };
+    }
+    if n == 0 {
+        return Outcome::ok(ok_reply(sess.mode, req));
+    }
+    let runs = if req.flags & CMD_FLAG_DF != 0 {
+        Vec::new()
+    } else {
+        backend
+            .runs(req.offset, req.length, MAX_READ_CHUNKS)
+            .unwrap_or_default()
+    };
+    let chunks = read_chunks(&runs, req.offset, req.length);
+    let hdr = chunk_header_len(sess.mode);
+    let total: usize = chunks
+        .iter()
+        .map(|c| {
+            hdr + if c.hole {
+                12
+            } else {
+                8 + usize::try_from(c.len).unwrap_or(0)
+            }
+        })
+        .sum();
+    let mut buf = Vec::with_capacity(total);
+    let last = chunks.len().saturating_sub(1);
+    for (i, c) in chunks.iter().enumerate() {
+        let flags = if i == last { REPLY_FLAG_DONE } else { 0 };
+        if c.hole {
+            chunk_header(&mut buf, sess.mode, flags, REPLY_TYPE_OFFSET_HOLE, req, 12);
+            buf.extend_from_slice(&c.offset.to_be_bytes());
+            // OK: a hole inside one read is at most MAX_PAYLOAD bytes.
+            buf.extend_from_slice(&u32::try_from(c.len).unwrap_or(0).to_be_bytes());
+        } else {
+            chunk_header(
+                &mut buf,
+                sess.mode,
+                flags,
+                REPLY_TYPE_OFFSET_DATA,
+                req,
+                8 + c.len,
+            );
+            buf.extend_from_slice(&c.offset.to_be_bytes());
+            let start = buf.len();
+            buf.resize(start + usize::try_from(c.len).unwrap_or(0), 0);
+            if let Err(e) = backend.read_at(buf.get_mut(start..).unwrap_or_default(), c.offset) {
+                return io_fail(sess, req, &e);
+            }
+        }
+    }
+    Outcome {
+        bytes: buf,
+        error: None,
+        read: req.length,
+        written: 0,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Chunk {
+    pub(crate) offset: u64,
+    pub(crate) len: u64,
+    pub(crate) hole: bool,
+}
+
+/// Turns an allocation map into read chunks covering exactly `offset..offset+len`: short holes
+/// become data, neighbours of one kind merge, and whatever the map did not cover is data.
+pub(crate) fn read_chunks(runs: &[Run], offset: u64, len: u64) -> Vec<Chunk> {
+    let end = offset.saturating_add(len);
+    let mut out: Vec<Chunk> = Vec::new();
+    let mut pos = offset;
+    for r in runs {
+        if pos >= end {
+            break;
+        }
+        let l = r.len.min(end - pos);
+        if l == 0 {
+            break;
+        }
+        let hole = r.hole && l >= MIN_HOLE_CHUNK;
+        push_chunk(&mut out, pos, l, hole);
+        pos += l;
+    }
+    if pos < end {
+        push_chunk(&mut out, pos, end - pos, false);
+    }
+    out
+}
+
+fn push_chunk(out: &mut Vec<Chunk>, offset: u64, len: u64, hole: bool) {
+    if let Some(last) = out.last_mut()
+        && last.hole == hole
+    {
+        last.len += len;
+        return;
+    }
+    out.push(Chunk { offset, len, hole });
+}
+
+fn block_status(sess: &Session, req: &Request, size: u64) -> Outcome {
+    if !sess.base_allocation {
+        return fail(
+            sess,
+            req,
+            NbdError::Inval,
+            "no metadata context was negotiated",
+        );
+    }
+    if req.length == 0 || !in_range(size, req.offset, req.length) {
+        return fail(
+            sess,
+            req,
+            NbdError::Inval,
+            "block status range empty or past the end",
+        );
+    }
+    let max = if req.flags & CMD_FLAG_REQ_ONE != 0 {
+        1
+    } else {
+        MAX_EXTENTS_PER_REPLY
+    };
+    let runs = match sess.export.backend().runs(req.offset, req.length, max) {
+        Ok(r) if !r.is_empty() => r,
+        Ok(_) => vec![Run {
+            len: req.length,
+            hole: false,
+        }],
+        Err(e) => return io_fail(sess, req, &e),
+    };
+    let status = |r: &Run| if r.hole { STATE_HOLE | STATE_ZERO } else { 0 };
+    let mut buf = Vec::new();
+    let count = runs.len();
+    if sess.mode == ReplyMode::Extended {
+        let plen = 8 + 16 * count as u64;
+        chunk_header(
+            &mut buf,
+            sess.mode,
+            REPLY_FLAG_DONE,
+            REPLY_TYPE_BLOCK_STATUS_EXT,
+            req,
+            plen,
+        );
+        buf.extend_from_slice(&BASE_ALLOCATION_ID.to_be_bytes());
+        // OK: count <= MAX_EXTENTS_PER_REPLY (2^18).
+        buf.extend_from_slice(&u32::try_from(count).unwrap_or(0).to_be_bytes());
+        for r in &runs {
+            buf.extend_from_slice(&r.len.to_be_bytes());
+            buf.extend_from_slice(&u64::from(status(r)).to_be_bytes());
+        }
+    } else {
+        let plen = 4 + 8 * count as u64;
+        chunk_header(
+            &mut buf,
+            sess.mode,
+            REPLY_FLAG_DONE,
+            REPLY_TYPE_BLOCK_STATUS,
+            req,
+            plen,
+        );
+        buf.extend_from_slice(&BASE_ALLOCATION_ID.to_be_bytes());
+        for r in &runs {
+            // OK: compact requests have 32-bit lengths and runs never exceed the request.
+            buf.extend_from_slice(&u32::try_from(r.len).unwrap_or(u32::MAX).to_be_bytes());
+            buf.extend_from_slice(&status(r).to_be_bytes());
+        }
+    }
+    Outcome::ok(buf)
+}

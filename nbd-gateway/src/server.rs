@@ -1,0 +1,848 @@
+//! The server: listeners, the handshake (option haggling) and the transmission loop.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{Mutex, Semaphore, watch};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+use crate::export::{Export, ExportCatalog};
+use crate::metrics::Metrics;
+use crate::proto::*;
+use crate::reply::{self, ReplyMode, Request, Session, be_u16, be_u32};
+
+/// A byte stream the server can speak NBD over (TCP, unix socket, TLS, in-memory duplex).
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// TLS policy (spec: "Server-side requirements").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsMode {
+    /// NOTLS: `NBD_OPT_STARTTLS` is refused with `NBD_REP_ERR_POLICY`.
+    #[default]
+    Off,
+    /// SELECTIVETLS with no TLS-only export: clients may upgrade, or not.
+    Allow,
+    /// FORCEDTLS: every option but STARTTLS and ABORT fails with `NBD_REP_ERR_TLS_REQD` until
+    /// TLS is up.
+    Require,
+}
+
+/// How the server behaves. Build with [`ServerConfig::default`] and adjust fields.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// TLS policy; anything but [`TlsMode::Off`] needs `tls_acceptor`.
+    pub tls_mode: TlsMode,
+    /// The TLS credentials.
+    pub tls_acceptor: Option<TlsAcceptor>,
+    /// Serve every export read-only.
+    pub read_only: bool,
+    /// Connections served at once; more are accepted and closed at once.
+    pub max_connections: u32,
+    /// Requests executed at once per connection (the in-flight window).
+    pub max_in_flight: u32,
+    /// Bytes of request payloads and reply buffers held at once per connection. At least
+    /// [`MAX_PAYLOAD`] plus overhead, so the largest valid request always fits.
+    pub buffer_budget: u32,
+    /// Time a client has to finish option haggling.
+    pub handshake_timeout: Duration,
+    /// Time a client has to read one reply before the connection is dropped.
+    pub reply_timeout: Duration,
+    /// After shutdown starts, how long a connection answers `NBD_ESHUTDOWN` while waiting for
+    /// the client's `NBD_CMD_DISC` before it is closed.
+    pub shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("tls_mode", &self.tls_mode)
+            .field("read_only", &self.read_only)
+            .field("max_connections", &self.max_connections)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            tls_mode: TlsMode::Off,
+            tls_acceptor: None,
+            read_only: false,
+            max_connections: 256,
+            max_in_flight: 16,
+            buffer_budget: 3 * MAX_PAYLOAD,
+            handshake_timeout: Duration::from_secs(30),
+            reply_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// An NBD server over an [`ExportCatalog`].
+pub struct Server {
+    catalog: Arc<dyn ExportCatalog>,
+    config: ServerConfig,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Sender<bool>,
+    connections: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn violation(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.to_owned())
+}
+
+/// What option haggling has settled so far (reset by STARTTLS).
+#[derive(Debug, Default)]
+struct Negotiation {
+    structured: bool,
+    extended: bool,
+    /// The export `base:allocation` was selected for by the last `NBD_OPT_SET_META_CONTEXT`.
+    meta_export: Option<String>,
+}
+
+impl Negotiation {
+    fn mode(&self) -> ReplyMode {
+        if self.extended {
+            ReplyMode::Extended
+        } else if self.structured {
+            ReplyMode::Structured
+        } else {
+            ReplyMode::Simple
+        }
+    }
+}
+
+/// Why option haggling ended.
+enum HandshakeEnd {
+    Transmission(Box<dyn Io>, Session),
+    Aborted,
+}
+
+impl Server {
+    /// A server over `catalog`.
+    ///
+    /// # Errors
+    /// [`crate::Error::Usage`] if TLS is asked for without credentials, or the budgets are too
+    /// small for the largest valid request.
+    pub fn new(catalog: Arc<dyn ExportCatalog>, config: ServerConfig) -> crate::Result<Arc<Self>> {
+        if config.tls_mode != TlsMode::Off && config.tls_acceptor.is_none() {
+            return Err(crate::Error::Usage(
+                "tls mode allow or require needs a certificate and key".into(),
+            ));
+        }
+        if config.buffer_budget < MAX_PAYLOAD + (1 << 20) {
+            return Err(crate::Error::Usage(format!(
+                "buffer budget {} below the minimum {}",
+                config.buffer_budget,
+                MAX_PAYLOAD + (1 << 20)
+            )));
+        }
+        if config.max_in_flight == 0 || config.max_connections == 0 {
+            return Err(crate::Error::Usage(
+                "max_in_flight and max_connections must be at least 1".into(),
+            ));
+        }
+        let connections = Arc::new(Semaphore::new(config.max_connections as usize));
+        Ok(Arc::new(Self {
+            catalog,
+            config,
+            metrics: Arc::new(Metrics::default()),
+            shutdown: watch::channel(false).0,
+            connections,
+        }))
+    }
+
+    /// The server's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Starts a graceful shutdown: listeners stop accepting, connections finish their in-flight
+    /// requests, answer new ones with `NBD_ESHUTDOWN`, flush, and close.
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub(crate) fn shutdown_receiver(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Whether [`Server::shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Waits until no connection is being served.
+    pub async fn wait_idle(&self) {
+        // Holding every permit means no connection holds one; they are released right away.
+        let _all = self
+            .connections
+            .acquire_many(self.config.max_connections)
+            .await;
+    }
+
+    /// Accepts TCP connections until shutdown.
+    ///
+    /// # Errors
+    /// Never at present; accept errors are logged and retried.
+    pub async fn serve_tcp(self: &Arc<Self>, listener: TcpListener) -> io::Result<()> {
+        let mut stop = self.shutdown.subscribe();
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.wait_for(|s| *s) => None,
+                r = listener.accept() => Some(r),
+            };
+            match accepted {
+                None => return Ok(()),
+                Some(Ok((sock, peer))) => {
+                    if let Err(e) = sock.set_nodelay(true) {
+                        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                    }
+                    self.spawn_connection(sock, peer.to_string());
+                }
+                Some(Err(e)) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Accepts unix-socket connections until shutdown.
+    ///
+    /// # Errors
+    /// Never at present; accept errors are logged and retried.
+    pub async fn serve_unix(self: &Arc<Self>, listener: UnixListener) -> io::Result<()> {
+        let mut stop = self.shutdown.subscribe();
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.wait_for(|s| *s) => None,
+                r = listener.accept() => Some(r),
+            };
+            match accepted {
+                None => return Ok(()),
+                Some(Ok((sock, _))) => self.spawn_connection(sock, "unix".to_owned()),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn spawn_connection<S>(self: &Arc<Self>, io: S, peer: String)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Ok(permit) = Arc::clone(&self.connections).try_acquire_owned() else {
+            tracing::warn!(%peer, "connection limit reached, closing");
+            return;
+        };
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            this.serve_connection(io, &peer).await;
+            drop(permit);
+        });
+    }
+
+    /// Serves one already-accepted connection to its end. Errors end the connection and are
+    /// logged at debug level (a misbehaving client is not a server error).
+    pub async fn serve_connection<S>(self: &Arc<Self>, io: S, peer: &str)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.metrics.connection_opened();
+        let io: Box<dyn Io> = Box::new(io);
+        let end = tokio::time::timeout(self.config.handshake_timeout, self.handshake(io)).await;
+        match end {
+            Err(_) => tracing::debug!(peer, "handshake timed out"),
+            Ok(Err(e)) => tracing::debug!(peer, error = %e, "handshake ended"),
+            Ok(Ok(HandshakeEnd::Aborted)) => tracing::debug!(peer, "client aborted handshake"),
+            Ok(Ok(HandshakeEnd::Transmission(io, session))) => {
+                tracing::info!(peer, export = session.export.name(), mode = ?session.mode, "client connected");
+                if let Err(e) = self.transmission(io, session).await {
+                    tracing::debug!(peer, error = %e, "connection ended");
+                }
+            }
+        }
+    }
+
+    async fn lookup(&self, name: &str) -> Result<Option<Arc<Export>>, String> {
+        let catalog = Arc::clone(&self.catalog);
+        let name = name.to_owned();
+        match tokio::task::spawn_blocking(move || catalog.open(&name)).await {
+            Ok(Ok(e)) => Ok(e),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<String>, String> {
+        let catalog = Arc::clone(&self.catalog);
+        match tokio::task::spawn_blocking(move || catalog.list()).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn transmission_flags(&self, export: &Export, mode: ReplyMode) -> (u16, bool) {
+        let read_only = self.config.read_only || export.is_read_only();
+        // CAN_MULTI_CONN: every connection to an export shares one file, and FLUSH/FUA are
+        // fdatasync of that file, which covers writes from every connection.
+        let mut flags = TFLAG_HAS_FLAGS
+            | TFLAG_SEND_FLUSH
+            | TFLAG_SEND_FUA
+            | TFLAG_SEND_CACHE
+            | TFLAG_CAN_MULTI_CONN;
+        if read_only {
+            flags |= TFLAG_READ_ONLY;
+        } else {
+            flags |= TFLAG_SEND_TRIM | TFLAG_SEND_WRITE_ZEROES | TFLAG_SEND_FAST_ZERO;
+        }
+        if mode != ReplyMode::Simple {
+            flags |= TFLAG_SEND_DF;
+        }
+        (flags, read_only)
+    }
+
+    async fn handshake(&self, mut io: Box<dyn Io>) -> io::Result<HandshakeEnd> {
+        // Spec: "Newstyle negotiation".
+        let mut hello = Vec::with_capacity(18);
+        hello.extend_from_slice(&NBDMAGIC.to_be_bytes());
+        hello.extend_from_slice(&IHAVEOPT.to_be_bytes());
+        hello.extend_from_slice(&(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES).to_be_bytes());
+        io.write_all(&hello).await?;
+        io.flush().await?;
+        let client_flags = io.read_u32().await?;
+        if client_flags & !(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES) != 0 {
+            return Err(violation("unknown client flags"));
+        }
+        let fixed = client_flags & FLAG_C_FIXED_NEWSTYLE != 0;
+        let no_zeroes = client_flags & FLAG_C_NO_ZEROES != 0;
+        if !fixed && self.config.tls_mode == TlsMode::Require {
+            return Err(violation(
+                "tls required but client does not speak fixed newstyle",
+            ));
+        }
+        let mut neg = Negotiation::default();
+        let mut tls = false;
+        for _ in 0..MAX_OPTIONS {
+            let mut hdr = [0u8; 16];
+            io.read_exact(&mut hdr).await?;
+            if hdr.get(..8) != Some(&IHAVEOPT.to_be_bytes()[..]) {
+                return Err(violation("bad option magic"));
+            }
+            let opt = be_u32(&hdr, 8).unwrap_or(0);
+            let len = be_u32(&hdr, 12).unwrap_or(0);
+            if len > MAX_OPTION_LEN {
+                return Err(violation("option payload too long"));
+            }
+            // OK: len <= MAX_OPTION_LEN (64 KiB), checked before allocating.
+            let mut data = vec![0u8; len as usize];
+            io.read_exact(&mut data).await?;
+            if !fixed && opt != OPT_EXPORT_NAME {
+                return Err(violation(
+                    "option other than export name from a non-fixed client",
+                ));
+            }
+            if self.is_shutting_down() && opt != OPT_ABORT {
+                if opt == OPT_EXPORT_NAME {
+                    return Err(violation("shutting down"));
+                }
+                opt_reply(&mut io, opt, REP_ERR_SHUTDOWN, b"server is shutting down").await?;
+                continue;
+            }
+            if self.config.tls_mode == TlsMode::Require
+                && !tls
+                && opt != OPT_STARTTLS
+                && opt != OPT_ABORT
+            {
+                if opt == OPT_EXPORT_NAME {
+                    return Err(violation("export name before tls"));
+                }
+                opt_reply(&mut io, opt, REP_ERR_TLS_REQD, b"tls is required").await?;
+                continue;
+            }
+            match opt {
+                OPT_EXPORT_NAME => {
+                    if neg.extended {
+                        return Err(violation("export name after extended headers"));
+                    }
+                    if data.len() > MAX_STRING {
+                        return Err(violation("export name too long"));
+                    }
+                    let name = String::from_utf8(data)
+                        .map_err(|_| violation("export name is not utf-8"))?;
+                    let Some(export) = self.lookup(&name).await.ok().flatten() else {
+                        return Err(violation("unknown export"));
+                    };
+                    let (flags, read_only) = self.transmission_flags(&export, neg.mode());
+                    let mut reply = Vec::with_capacity(134);
+                    reply.extend_from_slice(&export.size().to_be_bytes());
+                    reply.extend_from_slice(&flags.to_be_bytes());
+                    if !no_zeroes {
+                        reply.extend_from_slice(&[0u8; 124]);
+                    }
+                    io.write_all(&reply).await?;
+                    io.flush().await?;
+                    let base_allocation = neg.meta_export.as_deref() == Some(&name);
+                    let session = Session {
+                        export,
+                        read_only,
+                        mode: neg.mode(),
+                        base_allocation,
+                    };
+                    return Ok(HandshakeEnd::Transmission(io, session));
+                }
+                OPT_ABORT => {
+                    // The client may already have closed; a failed ACK does not matter.
+                    let _ = opt_reply(&mut io, opt, REP_ACK, &[]).await;
+                    return Ok(HandshakeEnd::Aborted);
+                }
+                OPT_LIST => {
+                    if !data.is_empty() {
+                        opt_reply(&mut io, opt, REP_ERR_INVALID, b"list takes no data").await?;
+                        continue;
+                    }
+                    match self.list().await {
+                        Ok(names) => {
+                            for name in names.iter().filter(|n| n.len() <= MAX_STRING) {
+                                let mut d = Vec::with_capacity(4 + name.len());
+                                d.extend_from_slice(
+                                    &u32::try_from(name.len()).unwrap_or(0).to_be_bytes(),
+                                );
+                                d.extend_from_slice(name.as_bytes());
+                                opt_reply(&mut io, opt, REP_SERVER, &d).await?;
+                            }
+                            opt_reply(&mut io, opt, REP_ACK, &[]).await?;
+                        }
+                        Err(msg) => {
+                            opt_reply(&mut io, opt, REP_ERR_INVALID, msg.as_bytes()).await?;
+                        }
+                    }
+                }
+                OPT_STARTTLS => {
+                    if !data.is_empty() {
+                        opt_reply(&mut io, opt, REP_ERR_INVALID, b"starttls takes no data").await?;
+                        continue;
+                    }
+                    let acceptor = match (&self.config.tls_acceptor, self.config.tls_mode) {
+                        (Some(a), TlsMode::Allow | TlsMode::Require) => a.clone(),
+                        _ => {
+                            opt_reply(&mut io, opt, REP_ERR_POLICY, b"tls is not enabled").await?;
+                            continue;
+                        }
+                    };
+                    if tls {
+                        opt_reply(&mut io, opt, REP_ERR_INVALID, b"tls already started").await?;
+                        continue;
+                    }
+                    opt_reply(&mut io, opt, REP_ACK, &[]).await?;
+                    let stream = acceptor.accept(io).await?;
+                    io = Box::new(stream);
+                    tls = true;
+                    // Spec: "NBD_OPT_STARTTLS": no negotiation state survives the upgrade.
+                    neg = Negotiation::default();
+                }
+                OPT_INFO | OPT_GO => {
+                    let (name, requests) = match parse_info_request(&data) {
+                        Ok(v) => v,
+                        Err(msg) => {
+                            opt_reply(&mut io, opt, REP_ERR_INVALID, msg.as_bytes()).await?;
+                            continue;
+                        }
+                    };
+                    let export = match self.lookup(&name).await {
+                        Ok(Some(e)) => e,
+                        Ok(None) => {
+                            let msg = format!("no export named {name:?}");
+                            opt_reply(&mut io, opt, REP_ERR_UNKNOWN, msg.as_bytes()).await?;
+                            continue;
+                        }
+                        Err(msg) => {
+                            opt_reply(&mut io, opt, REP_ERR_UNKNOWN, msg.as_bytes()).await?;
+                            continue;
+                        }
+                    };
+                    let (flags, read_only) = self.transmission_flags(&export, neg.mode());
+                    let mut info = Vec::with_capacity(12);
+                    info.extend_from_slice(&INFO_EXPORT.to_be_bytes());
+                    info.extend_from_slice(&export.size().to_be_bytes());
+                    info.extend_from_slice(&flags.to_be_bytes());
+                    opt_reply(&mut io, opt, REP_INFO, &info).await?;
+                    if requests.contains(&INFO_NAME) {
+                        let n = reply::truncate_utf8(export.name(), MAX_STRING);
+                        let mut info = INFO_NAME.to_be_bytes().to_vec();
+                        info.extend_from_slice(n.as_bytes());
+                        opt_reply(&mut io, opt, REP_INFO, &info).await?;
+                    }
+                    if requests.contains(&INFO_DESCRIPTION) && !export.desc().is_empty() {
+                        let d = reply::truncate_utf8(export.desc(), MAX_STRING);
+                        let mut info = INFO_DESCRIPTION.to_be_bytes().to_vec();
+                        info.extend_from_slice(d.as_bytes());
+                        opt_reply(&mut io, opt, REP_INFO, &info).await?;
+                    }
+                    let mut info = INFO_BLOCK_SIZE.to_be_bytes().to_vec();
+                    info.extend_from_slice(&MIN_BLOCK.to_be_bytes());
+                    info.extend_from_slice(&PREFERRED_BLOCK.to_be_bytes());
+                    info.extend_from_slice(&MAX_PAYLOAD.to_be_bytes());
+                    opt_reply(&mut io, opt, REP_INFO, &info).await?;
+                    opt_reply(&mut io, opt, REP_ACK, &[]).await?;
+                    if opt == OPT_GO {
+                        let base_allocation = neg.meta_export.as_deref() == Some(&name);
+                        let session = Session {
+                            export,
+                            read_only,
+                            mode: neg.mode(),
+                            base_allocation,
+                        };
+                        return Ok(HandshakeEnd::Transmission(io, session));
+                    }
+                }
+                OPT_STRUCTURED_REPLY => {
+                    let (t, msg): (u32, &[u8]) = if !data.is_empty() {
+                        (REP_ERR_INVALID, b"structured reply takes no data")
+                    } else if neg.extended {
+                        (
+                            REP_ERR_EXT_HEADER_REQD,
+                            b"extended headers already negotiated",
+                        )
+                    } else if neg.structured {
+                        (REP_ERR_INVALID, b"structured replies already negotiated")
+                    } else {
+                        neg.structured = true;
+                        (REP_ACK, b"")
+                    };
+                    opt_reply(&mut io, opt, t, msg).await?;
+                }
+                OPT_EXTENDED_HEADERS => {
+                    let (t, msg): (u32, &[u8]) = if !data.is_empty() {
+                        (REP_ERR_INVALID, b"extended headers take no data")
+                    } else if neg.extended {
+                        (REP_ERR_INVALID, b"extended headers already negotiated")
+                    } else {
+                        neg.extended = true;
+                        (REP_ACK, b"")
+                    };
+                    opt_reply(&mut io, opt, t, msg).await?;
+                }
+                OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
+                    if opt == OPT_SET_META_CONTEXT {
+                        // Spec: SET replaces the selection "including when this command fails".
+                        neg.meta_export = None;
+                    }
+                    if !neg.structured && !neg.extended {
+                        opt_reply(
+                            &mut io,
+                            opt,
+                            REP_ERR_INVALID,
+                            b"negotiate structured replies first",
+                        )
+                        .await?;
+                        continue;
+                    }
+                    let (name, queries) = match parse_meta_request(&data) {
+                        Ok(v) => v,
+                        Err((t, msg)) => {
+                            opt_reply(&mut io, opt, t, msg.as_bytes()).await?;
+                            continue;
+                        }
+                    };
+                    if !matches!(self.lookup(&name).await, Ok(Some(_))) {
+                        let msg = format!("no export named {name:?}");
+                        opt_reply(&mut io, opt, REP_ERR_UNKNOWN, msg.as_bytes()).await?;
+                        continue;
+                    }
+                    let selected = if opt == OPT_LIST_META_CONTEXT {
+                        queries.is_empty()
+                            || queries.iter().any(|q| q == "base:" || q == BASE_ALLOCATION)
+                    } else {
+                        queries.iter().any(|q| q == BASE_ALLOCATION)
+                    };
+                    if selected {
+                        let id = if opt == OPT_SET_META_CONTEXT {
+                            BASE_ALLOCATION_ID
+                        } else {
+                            0
+                        };
+                        let mut d = id.to_be_bytes().to_vec();
+                        d.extend_from_slice(BASE_ALLOCATION.as_bytes());
+                        opt_reply(&mut io, opt, REP_META_CONTEXT, &d).await?;
+                        if opt == OPT_SET_META_CONTEXT {
+                            neg.meta_export = Some(name);
+                        }
+                    }
+                    opt_reply(&mut io, opt, REP_ACK, &[]).await?;
+                }
+                _ => {
+                    // Unknown option: its payload was read above, so the stream stays in sync.
+                    opt_reply(&mut io, opt, REP_ERR_UNSUP, b"unsupported option").await?;
+                }
+            }
+        }
+        Err(violation("too many options"))
+    }
+
+    async fn transmission(self: &Arc<Self>, io: Box<dyn Io>, session: Session) -> io::Result<()> {
+        let extended = session.mode == ReplyMode::Extended;
+        let metrics = self.metrics.export(session.export.name());
+        let session = Arc::new(session);
+        let (rd, wr) = tokio::io::split(io);
+        let mut rd = BufReader::with_capacity(256 * 1024, rd);
+        let writer = Arc::new(Mutex::new(wr));
+        let slots = Arc::new(Semaphore::new(self.config.max_in_flight as usize));
+        let budget = Arc::new(Semaphore::new(self.config.buffer_budget as usize));
+        let (dead_tx, mut dead_rx) = watch::channel(false);
+        let mut stop = self.shutdown.subscribe();
+        let mut deadline: Option<Instant> = None;
+        let hdr_len = if extended {
+            EXTENDED_REQUEST_LEN
+        } else {
+            REQUEST_LEN
+        };
+        let end: io::Result<()> = loop {
+            if deadline.is_none() && *stop.borrow() {
+                deadline = Some(Instant::now() + self.config.shutdown_grace);
+            }
+            let grace = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            // Wait for the next request without consuming anything (fill_buf is cancel-safe).
+            let more = tokio::select! {
+                r = rd.fill_buf() => match r {
+                    Ok(b) => !b.is_empty(),
+                    Err(e) => break Err(e),
+                },
+                _ = stop.changed(), if deadline.is_none() => continue,
+                () = grace => {
+                    tracing::debug!("shutdown grace period over, closing");
+                    break Ok(());
+                }
+                _ = dead_rx.changed() => break Err(violation("reply could not be written")),
+            };
+            if !more {
+                break Ok(());
+            }
+            let mut hdr = [0u8; EXTENDED_REQUEST_LEN];
+            let hdr = hdr.get_mut(..hdr_len).unwrap_or_default();
+            if let Err(e) = rd.read_exact(hdr).await {
+                break Err(e);
+            }
+            let Some(req) = Request::parse(hdr, extended) else {
+                break Err(violation("bad request magic"));
+            };
+            let payload_len = req.payload_len(extended);
+            if payload_len > u64::from(MAX_PAYLOAD) {
+                // Spec: "Size constraints" allows a hard disconnect for payloads deemed a denial
+                // of service; we never allocate for them.
+                break Err(violation("request payload above the 32 MiB maximum"));
+            }
+            if req.typ == CMD_DISC {
+                tracing::debug!("client sent disconnect");
+                break Ok(());
+            }
+            let reply_bytes: u64 = match req.typ {
+                CMD_READ => req.length.min(u64::from(MAX_PAYLOAD)),
+                CMD_BLOCK_STATUS => 16 * MAX_EXTENTS_PER_REPLY as u64,
+                _ => 0,
+            };
+            // OK: both terms are at most 2^25, the sum fits in u32.
+            let cost = u32::try_from(payload_len + reply_bytes + 64 * 1024).unwrap_or(u32::MAX);
+            let cost = cost.min(self.config.buffer_budget);
+            let slot = Arc::clone(&slots)
+                .acquire_owned()
+                .await
+                .map_err(|_| violation("closed"))?;
+            let bytes = Arc::clone(&budget)
+                .acquire_many_owned(cost)
+                .await
+                .map_err(|_| violation("closed"))?;
+            // OK: payload_len <= MAX_PAYLOAD, checked above, before this allocation.
+            let mut payload = vec![0u8; usize::try_from(payload_len).unwrap_or(0)];
+            if let Err(e) = rd.read_exact(&mut payload).await {
+                // A client vanishing mid-payload: nothing of this request was applied.
+                break Err(e);
+            }
+            let session = Arc::clone(&session);
+            let writer = Arc::clone(&writer);
+            let metrics = Arc::clone(&metrics);
+            let dead = dead_tx.clone();
+            let reply_timeout = self.config.reply_timeout;
+            let shutting_down = deadline.is_some();
+            tokio::spawn(async move {
+                let start = std::time::Instant::now();
+                let outcome = if shutting_down {
+                    reply::Outcome {
+                        bytes: reply::error_reply(
+                            session.mode,
+                            &req,
+                            NbdError::Shutdown,
+                            "server is shutting down",
+                        ),
+                        error: Some(NbdError::Shutdown),
+                        read: 0,
+                        written: 0,
+                    }
+                } else {
+                    let s = Arc::clone(&session);
+                    match tokio::task::spawn_blocking(move || reply::execute(&s, &req, &payload))
+                        .await
+                    {
+                        Ok(o) => o,
+                        Err(e) => {
+                            tracing::error!(error = %e, "request task failed");
+                            reply::Outcome {
+                                bytes: reply::error_reply(
+                                    session.mode,
+                                    &req,
+                                    NbdError::Io,
+                                    "internal error",
+                                ),
+                                error: Some(NbdError::Io),
+                                read: 0,
+                                written: 0,
+                            }
+                        }
+                    }
+                };
+                let sent = tokio::time::timeout(reply_timeout, async {
+                    let mut w = writer.lock().await;
+                    w.write_all(&outcome.bytes).await?;
+                    w.flush().await
+                })
+                .await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    dead.send_replace(true);
+                }
+                metrics.record(
+                    req.typ,
+                    outcome.error.is_none(),
+                    outcome.read,
+                    outcome.written,
+                    start.elapsed(),
+                );
+                drop(bytes);
+                drop(slot);
+            });
+        };
+        // Finish every in-flight request before closing (spec: "NBD_CMD_DISC").
+        let _all = slots.acquire_many(self.config.max_in_flight).await;
+        if !session.read_only {
+            let s = Arc::clone(&session);
+            match tokio::task::spawn_blocking(move || s.export.backend().flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "flush at disconnect failed"),
+                Err(e) => tracing::warn!(error = %e, "flush task failed"),
+            }
+        }
+        let mut w = writer.lock().await;
+        let _ = w.shutdown().await;
+        end
+    }
+}
+
+/// Writes one option reply (spec: "Fixed newstyle negotiation").
+async fn opt_reply(io: &mut Box<dyn Io>, opt: u32, typ: u32, data: &[u8]) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(20 + data.len());
+    buf.extend_from_slice(&OPT_REPLY_MAGIC.to_be_bytes());
+    buf.extend_from_slice(&opt.to_be_bytes());
+    buf.extend_from_slice(&typ.to_be_bytes());
+    // OK: every reply is built from strings capped at MAX_STRING or fixed-size fields.
+    buf.extend_from_slice(&u32::try_from(data.len()).unwrap_or(0).to_be_bytes());
+    buf.extend_from_slice(data);
+    io.write_all(&buf).await?;
+    io.flush().await
+}
+
+/// Parses `NBD_OPT_INFO`/`NBD_OPT_GO` data (spec: "NBD_OPT_INFO (6) and NBD_OPT_GO (7)").
+fn parse_info_request(data: &[u8]) -> Result<(String, Vec<u16>), String> {
+    let name_len = be_u32(data, 0).ok_or("option data shorter than 6 bytes")?;
+    let name_len = usize::try_from(name_len).map_err(|_| "name length overflows")?;
+    if name_len > MAX_STRING {
+        return Err(format!("export name length {name_len} above {MAX_STRING}"));
+    }
+    let name = data
+        .get(4..4 + name_len)
+        .ok_or_else(|| format!("export name length {name_len} past the option data"))?;
+    let name = std::str::from_utf8(name).map_err(|_| "export name is not utf-8")?;
+    let count = be_u16(data, 4 + name_len).ok_or("information request count missing")?;
+    if count > MAX_INFO_REQUESTS {
+        return Err(format!(
+            "{count} information requests, at most {MAX_INFO_REQUESTS}"
+        ));
+    }
+    let expected = 6 + name_len + 2 * usize::from(count);
+    if data.len() != expected {
+        return Err(format!(
+            "option data is {} bytes, {expected} expected",
+            data.len()
+        ));
+    }
+    let requests = (0..usize::from(count))
+        .filter_map(|i| be_u16(data, 6 + name_len + 2 * i))
+        .collect();
+    Ok((name.to_owned(), requests))
+}
+
+/// Parses `NBD_OPT_LIST_META_CONTEXT`/`NBD_OPT_SET_META_CONTEXT` data (spec: "Option types").
+fn parse_meta_request(data: &[u8]) -> Result<(String, Vec<String>), (u32, String)> {
+    let invalid = |m: String| (REP_ERR_INVALID, m);
+    let mut pos = 0usize;
+    let string = |pos: &mut usize| -> Result<String, (u32, String)> {
+        let len = be_u32(data, *pos).ok_or_else(|| invalid("string length missing".into()))?;
+        let len = usize::try_from(len).map_err(|_| invalid("string length overflows".into()))?;
+        if len > MAX_STRING {
+            return Err(invalid(format!("string length {len} above {MAX_STRING}")));
+        }
+        let start = *pos + 4;
+        let s = data
+            .get(start..start + len)
+            .ok_or_else(|| invalid(format!("string length {len} past the option data")))?;
+        *pos = start + len;
+        String::from_utf8(s.to_vec()).map_err(|_| invalid("string is not utf-8".into()))
+    };
+    let name = string(&mut pos)?;
+    let count = be_u32(data, pos).ok_or_else(|| invalid("query count missing".into()))?;
+    pos += 4;
+    if count > MAX_META_QUERIES {
+        return Err((
+            REP_ERR_TOO_BIG,
+            format!("{count} queries, at most {MAX_META_QUERIES}"),
+        ));
+    }
+    let mut queries = Vec::new();
+    for _ in 0..count {
+        queries.push(string(&mut pos)?);
+    }
+    if pos != data.len() {
+        return Err(invalid(format!(
+            "{} trailing bytes after the queries",
+            data.len() - pos
+        )));
+    }
+    Ok((name, queries))
+}

@@ -1,0 +1,232 @@
+//! The long-running service behind `rehost gateway serve`: listeners, metrics, signals.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+
+use crate::server::{Server, ServerConfig, TlsMode};
+use crate::store::Store;
+use crate::{Error, Result};
+
+/// Where to listen: a TCP address, or `unix:PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// A TCP socket address (port 0 picks a free port).
+    Tcp(SocketAddr),
+    /// A unix socket path (an existing socket file there is replaced).
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        if let Some(p) = s.strip_prefix("unix:") {
+            if p.is_empty() {
+                return Err(Error::Usage("empty unix socket path".into()));
+            }
+            return Ok(Self::Unix(PathBuf::from(p)));
+        }
+        s.parse().map(Self::Tcp).map_err(|_| {
+            Error::Usage(format!(
+                "listen address {s:?} is neither HOST:PORT nor unix:PATH"
+            ))
+        })
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(a) => write!(f, "{a}"),
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Settings of the service.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// The store directory.
+    pub store: PathBuf,
+    /// Listening addresses (at least one).
+    pub listen: Vec<ListenAddr>,
+    /// Serve every export read-only.
+    pub read_only: bool,
+    /// TLS policy.
+    pub tls_mode: TlsMode,
+    /// PEM certificate chain (needed unless `tls_mode` is off).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (needed unless `tls_mode` is off).
+    pub tls_key: Option<PathBuf>,
+    /// Address of the Prometheus `/metrics` endpoint, if any.
+    pub metrics: Option<SocketAddr>,
+}
+
+enum Bound {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+/// A bound, not yet running service.
+pub struct Service {
+    server: Arc<Server>,
+    listeners: Vec<Bound>,
+    addrs: Vec<ListenAddr>,
+    metrics: Option<TcpListener>,
+    metrics_addr: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("addrs", &self.addrs)
+            .field("metrics_addr", &self.metrics_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// Opens the store and binds every address. Must run inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] for inconsistent options, [`Error::Io`] if binding fails, [`Error::Tls`].
+    pub async fn bind(opts: &ServiceOptions) -> Result<Self> {
+        if opts.listen.is_empty() {
+            return Err(Error::Usage("at least one listen address is needed".into()));
+        }
+        let tls_acceptor = match (opts.tls_mode, &opts.tls_cert, &opts.tls_key) {
+            (TlsMode::Off, _, _) => None,
+            (_, Some(c), Some(k)) => Some(crate::tls::acceptor_from_pem(c, k)?),
+            _ => {
+                return Err(Error::Usage(
+                    "tls allow or require needs both a certificate and a key".into(),
+                ));
+            }
+        };
+        let store = Store::open(&opts.store)?;
+        let config = ServerConfig {
+            tls_mode: opts.tls_mode,
+            tls_acceptor,
+            read_only: opts.read_only,
+            ..ServerConfig::default()
+        };
+        let server = Server::new(Arc::new(store), config)?;
+        let mut listeners = Vec::new();
+        let mut addrs = Vec::new();
+        for addr in &opts.listen {
+            match addr {
+                ListenAddr::Tcp(a) => {
+                    let l = TcpListener::bind(a)
+                        .await
+                        .map_err(|e| Error::io(a.to_string(), e))?;
+                    let local = l.local_addr().map_err(|e| Error::io(a.to_string(), e))?;
+                    addrs.push(ListenAddr::Tcp(local));
+                    listeners.push(Bound::Tcp(l));
+                }
+                ListenAddr::Unix(p) => {
+                    if let Ok(meta) = std::fs::symlink_metadata(p)
+                        && std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type())
+                    {
+                        std::fs::remove_file(p).map_err(|e| Error::io(p, e))?;
+                    }
+                    let l = UnixListener::bind(p).map_err(|e| Error::io(p, e))?;
+                    addrs.push(addr.clone());
+                    listeners.push(Bound::Unix(l, p.clone()));
+                }
+            }
+        }
+        let (metrics, metrics_addr) = match opts.metrics {
+            Some(a) => {
+                let l = TcpListener::bind(a)
+                    .await
+                    .map_err(|e| Error::io(a.to_string(), e))?;
+                let local = l.local_addr().map_err(|e| Error::io(a.to_string(), e))?;
+                (Some(l), Some(local))
+            }
+            None => (None, None),
+        };
+        Ok(Self {
+            server,
+            listeners,
+            addrs,
+            metrics,
+            metrics_addr,
+        })
+    }
+
+    /// The bound addresses (with real ports for port 0).
+    pub fn addrs(&self) -> &[ListenAddr] {
+        &self.addrs
+    }
+
+    /// The bound metrics address.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The server, e.g. to call [`Server::shutdown`] from elsewhere.
+    pub fn server(&self) -> &Arc<Server> {
+        &self.server
+    }
+
+    /// Serves until SIGTERM or SIGINT (or [`Server::shutdown`]), then shuts down gracefully:
+    /// stops accepting, lets connections finish in-flight requests and flush, and returns.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the signal handlers cannot be installed.
+    pub async fn run(self) -> Result<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut sockets = Vec::new();
+        for l in self.listeners {
+            let server = Arc::clone(&self.server);
+            match l {
+                Bound::Tcp(l) => {
+                    tasks.spawn(async move { server.serve_tcp(l).await });
+                }
+                Bound::Unix(l, p) => {
+                    sockets.push(p);
+                    tasks.spawn(async move { server.serve_unix(l).await });
+                }
+            }
+        }
+        let metrics_task = self.metrics.map(|l| {
+            tokio::spawn(crate::metrics::serve_metrics(
+                l,
+                Arc::clone(self.server.metrics()),
+            ))
+        });
+        for a in &self.addrs {
+            tracing::info!(addr = %a, "listening");
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| Error::io("SIGTERM", e))?;
+        let mut stop = self.server.shutdown_receiver();
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+            _ = stop.wait_for(|s| *s) => tracing::info!("shutting down"),
+        }
+        self.server.shutdown();
+        while tasks.join_next().await.is_some() {}
+        for p in sockets {
+            let _ = std::fs::remove_file(p);
+        }
+        // Connections answer ESHUTDOWN for the grace period, then close; cap the wait anyway.
+        let grace = self.server.config().shutdown_grace + Duration::from_secs(10);
+        if tokio::time::timeout(grace, self.server.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after the shutdown grace period");
+        }
+        if let Some(t) = metrics_task {
+            t.abort();
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
