@@ -2,17 +2,28 @@
 //!
 //! The binary is thin (house style S1, S19): it parses arguments, calls the libraries, prints,
 //! and chooses the exit code. Exit codes are a contract: 0 done with no problems, 1 problems found
-//! (for `inspect`: no operating system found), 2 usage or operational error.
+//! (for `inspect`: no operating system found), 2 usage or operational error. A broken pipe exits 0.
 
+mod inspect_cmd;
+
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 /// Repair migrated virtual-machine disks offline so they boot on KVM clouds.
+///
+/// rehost reads raw and qcow2 images and NBD exports directly: no helper VM, no root, and no guest
+/// code is ever run on the host.
 #[derive(Debug, Parser)]
-#[command(name = "rehost", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "rehost",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 struct Cli {
-    /// Log more (repeat for trace-level detail). Logs go to standard error.
+    /// Log more to standard error (-v debug, -vv trace). RUST_LOG overrides it.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     #[command(subcommand)]
@@ -21,22 +32,47 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Report what is on a disk image or NBD export: OS, filesystems, bootloader, drivers.
-    Inspect,
+    /// Report what is on a disk: partitions, filesystems, OS, firmware, bootloaders, drivers.
+    #[command(long_about = inspect_cmd::LONG_ABOUT)]
+    Inspect(inspect_cmd::InspectArgs),
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    init_logging(cli.verbose);
     match cli.command {
-        Command::Inspect => anyhow::bail!("inspect is being implemented"),
+        Command::Inspect(args) => inspect_cmd::run(&args),
     }
+}
+
+/// True if the error chain ends in a broken pipe (the reader of our output went away).
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("rehost: {e:#}");
+            let _ = writeln!(std::io::stderr(), "rehost: {e:#}");
             ExitCode::from(2)
         }
     }
