@@ -10,9 +10,8 @@ use disk::{BlockRead, Extent, Result};
 /// True if `tool` is on PATH; otherwise prints `skipping: <tool> not found (<why>)`.
 #[must_use]
 pub fn have_tool(tool: &str, why: &str) -> bool {
-    let found = std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|p| p.join(tool).is_file())
-    });
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()));
     if !found {
         eprintln!("skipping: {tool} not found ({why})");
     }
@@ -121,7 +120,11 @@ impl BlockRead for Mutated {
 }
 
 /// Runs `f` on another thread and panics if it does not finish within `limit` (a hang).
-pub fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());

@@ -26,13 +26,18 @@ fn workspace_root() -> PathBuf {
 
 fn time_cmd(cmd: &mut Command) -> anyhow::Result<Duration> {
     let t = Instant::now();
-    let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     let d = t.elapsed();
     // Exit 1 from rehost means "no OS found", which is still a completed inspection.
     if !out.status.success() && out.status.code() != Some(1) {
         bail!(
             "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
         );
     }
     Ok(d)
@@ -53,7 +58,10 @@ fn bench_inspect(names: &[String]) -> anyhow::Result<()> {
     } else {
         names.to_vec()
     };
-    println!("{:<20} {:>14} {:>16} {:>9}", "image", "rehost (ms)", "virt-inspector", "speedup");
+    println!(
+        "{:<20} {:>14} {:>16} {:>9}",
+        "image", "rehost (ms)", "virt-inspector", "speedup"
+    );
     let (mut ours_total, mut theirs_total) = (Duration::ZERO, Duration::ZERO);
     for name in &names {
         let img = images::build(name).with_context(|| format!("cannot build {name}"))?;
