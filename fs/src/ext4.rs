@@ -10,6 +10,8 @@
 //!   `needs_recovery` flag, and the raw inode table for link counts.
 //! - Pre-validation of the sizes `ext4-view` allocates from (it sizes its block-group table from
 //!   `s_blocks_count` before reading anything else).
+//! - A fallback for journals `ext4-view` cannot replay ([`JournalView::Skipped`]): an unclean
+//!   ext3 guest is still readable, as it is on disk.
 //! - A worker thread: `ext4_view::Ext4` is built on `Rc`/`RefCell` and so is neither `Send` nor
 //!   `Sync`, while [`FsRead`] must be both. Each [`Ext4Fs`] owns one thread that owns the
 //!   `Ext4` value; calls are sent to it as closures and answered over a channel. Calls are thus
@@ -43,6 +45,15 @@ use crate::{
 /// Byte offset of the primary superblock (ext4 disk layout, "The Super Block": the first 1024
 /// bytes are left for boot code).
 pub const SUPERBLOCK_OFFSET: u64 = 1024;
+/// Size of the superblock.
+const SUPERBLOCK_SIZE: usize = 1024;
+/// Offset of `s_checksum` in the superblock: crc32c (seed `~0`, no final inversion) of the
+/// bytes before it, under `RO_COMPAT_METADATA_CSUM`.
+const S_CHECKSUM: usize = 0x3FC;
+/// Offset of `s_feature_incompat` in the superblock.
+const S_FEATURE_INCOMPAT: usize = 0x60;
+/// `RO_COMPAT_METADATA_CSUM`.
+const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
 /// `s_magic` (ext4 disk layout, "The Super Block", offset 0x38).
 pub const EXT_MAGIC: u16 = 0xEF53;
 /// Smallest `s_log_block_size` shift: block size is `1024 << s_log_block_size`.
@@ -170,9 +181,9 @@ pub struct Superblock {
 /// Clean/dirty facts from the superblock, for inspection findings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ext4State {
-    /// `INCOMPAT_RECOVER`: the journal holds transactions that were never checkpointed. Reads
-    /// through [`Ext4Fs`] see them (`ext4-view` replays the journal in memory), but the kernel
-    /// and `e2fsck` will replay them on disk.
+    /// `INCOMPAT_RECOVER`: the journal holds transactions that were never checkpointed. The
+    /// kernel and `e2fsck` replay them on disk; [`Ext4Fs::journal`] says whether our reads see
+    /// them.
     pub needs_recovery: bool,
     /// `s_state & EXT2_VALID_FS`: the filesystem was cleanly unmounted.
     pub cleanly_unmounted: bool,
@@ -180,6 +191,51 @@ pub struct Ext4State {
     pub errors_detected: bool,
     /// `s_state & EXT3_ORPHAN_FS`: orphan inodes were being recovered.
     pub orphans_being_recovered: bool,
+}
+
+/// Whether reads through [`Ext4Fs`] include the journal's uncheckpointed transactions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JournalView {
+    /// `INCOMPAT_RECOVER` is clear: the journal holds nothing the disk lacks.
+    Clean,
+    /// `ext4-view` replays the journal in memory, so reads see what the kernel would after
+    /// recovery.
+    Replayed,
+    /// The journal needs recovery but `ext4-view` cannot replay it (1.0 only replays JBD2
+    /// journals with `64bit` and `csum_v3`, so ext3 and older ext4 journals are refused), or it
+    /// is damaged. Reads show the on-disk state without the journal, as `debugfs` does.
+    Skipped {
+        /// Why replay was not possible.
+        reason: String,
+    },
+}
+
+/// crc32c (Castagnoli, reflected polynomial 0x82F63B78) without the final inversion, as ext4
+/// uses it. Bitwise: it only ever runs over one 1020-byte superblock.
+fn crc32c_raw(mut crc: u32, data: &[u8]) -> u32 {
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0x82F6_3B78 & (crc & 1).wrapping_neg());
+        }
+    }
+    crc
+}
+
+/// The primary superblock with `INCOMPAT_RECOVER` cleared (and its checksum redone), so
+/// `ext4-view` reads the filesystem as it is on disk.
+fn superblock_without_recover(dev: &dyn BlockRead) -> Result<Box<[u8; SUPERBLOCK_SIZE]>> {
+    let mut sb: Box<[u8; SUPERBLOCK_SIZE]> = Box::new(dev.read_array(SUPERBLOCK_OFFSET)?);
+    let incompat_at = S_FEATURE_INCOMPAT..S_FEATURE_INCOMPAT + 4;
+    // OK to index: constant ranges inside the 1024-byte array.
+    let incompat = u32::from_le_bytes(sb[incompat_at.clone()].try_into().unwrap_or([0; 4]));
+    sb[incompat_at].copy_from_slice(&(incompat & !incompat::RECOVER).to_le_bytes());
+    let ro = u32::from_le_bytes(sb[0x64..0x68].try_into().unwrap_or([0; 4]));
+    if ro & RO_COMPAT_METADATA_CSUM != 0 {
+        let sum = crc32c_raw(!0, &sb[..S_CHECKSUM]);
+        sb[S_CHECKSUM..].copy_from_slice(&sum.to_le_bytes());
+    }
+    Ok(sb)
 }
 
 fn sb_corrupt(detail: String) -> Error {
@@ -412,10 +468,12 @@ pub(crate) struct BudgetExhausted {
     pub(crate) limit: u64,
 }
 
-/// `ext4_view::Ext4Read` over a shared [`BlockRead`], charging every read to the budget.
+/// `ext4_view::Ext4Read` over a shared [`BlockRead`], charging every read to the budget, and
+/// optionally showing a replacement primary superblock (see [`JournalView::Skipped`]).
 struct DevReader {
     dev: Arc<dyn BlockRead>,
     budget: Arc<Budget>,
+    superblock_patch: Option<Box<[u8; SUPERBLOCK_SIZE]>>,
 }
 
 impl Ext4Read for DevReader {
@@ -426,6 +484,21 @@ impl Ext4Read for DevReader {
     ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
         self.budget.take(dst.len() as u64).map_err(Box::new)?;
         self.dev.read_exact_at(start_byte, dst)?;
+        if let Some(patch) = &self.superblock_patch {
+            // Overlay the part of [1024, 2048) this read covers.
+            let end = start_byte.saturating_add(dst.len() as u64);
+            let from = start_byte.max(SUPERBLOCK_OFFSET);
+            let to = end.min(SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64);
+            if from < to {
+                // All four fit in usize: they lie within dst or within the 1024-byte patch.
+                let d = usize::try_from(from - start_byte).unwrap_or(0);
+                let p = usize::try_from(from - SUPERBLOCK_OFFSET).unwrap_or(0);
+                let n = usize::try_from(to - from).unwrap_or(0);
+                if let (Some(dst), Some(src)) = (dst.get_mut(d..d + n), patch.get(p..p + n)) {
+                    dst.copy_from_slice(src);
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -446,6 +519,7 @@ pub struct Ext4Fs {
     budget: Arc<Budget>,
     superblock: Superblock,
     info: FsInfo,
+    journal: JournalView,
 }
 
 impl std::fmt::Debug for Ext4Fs {
@@ -489,50 +563,38 @@ impl Ext4Fs {
             case: CaseSensitivity::Sensitive,
         };
         let budget = Arc::new(Budget::default());
-        budget.reset(call_budget(dev_size, 0));
-        let reader = DevReader {
-            dev: dev.clone(),
-            budget: budget.clone(),
+        let needs_recovery = superblock.state().needs_recovery;
+        let (jobs, journal) = match start_worker(&dev, &budget, None) {
+            Ok(jobs) if needs_recovery => (jobs, JournalView::Replayed),
+            Ok(jobs) => (jobs, JournalView::Clean),
+            Err(e @ (Error::Unsupported { .. } | Error::Corrupt { .. })) if needs_recovery => {
+                tracing::debug!(error = %e, "journal not replayable; reading the on-disk state");
+                let patch = superblock_without_recover(&*dev)?;
+                let jobs = start_worker(&dev, &budget, Some(patch))?;
+                (
+                    jobs,
+                    JournalView::Skipped {
+                        reason: e.to_string(),
+                    },
+                )
+            }
+            Err(e) => return Err(e),
         };
-        let (jobs, rx) = mpsc::channel::<Job>();
-        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<()>>(1);
-        std::thread::Builder::new()
-            .name("guestfs-ext4".into())
-            .spawn(move || {
-                let loaded = catch_unwind(AssertUnwindSafe(|| Ext4::load(Box::new(reader))));
-                let fs = match loaded {
-                    Ok(Ok(fs)) => fs,
-                    Ok(Err(e)) => {
-                        let _ = ready_tx.send(Err(map_err(e, &GuestPath::root())));
-                        return;
-                    }
-                    Err(_) => {
-                        let _ = ready_tx.send(Err(panicked()));
-                        return;
-                    }
-                };
-                if ready_tx.send(Ok(())).is_err() {
-                    return;
-                }
-                let mut worker = Worker { fs, open: None };
-                for job in rx {
-                    if catch_unwind(AssertUnwindSafe(|| job(&mut worker))).is_err() {
-                        // The job's reply channel was dropped while unwinding, so the caller
-                        // already sees the failure. Drop the cached file: its state is unknown.
-                        worker.open = None;
-                    }
-                }
-            })
-            .map_err(|e| Error::Disk(disk::Error::io(0, e)))?;
-        ready_rx.recv().map_err(|_| panicked())??;
-        tracing::debug!(kind = ?info.kind, "opened ext filesystem");
+        tracing::debug!(kind = ?info.kind, ?journal, "opened ext filesystem");
         Ok(Self {
             jobs,
             dev,
             budget,
             superblock,
             info,
+            journal,
         })
+    }
+
+    /// Whether reads include the journal's pending transactions.
+    #[must_use]
+    pub fn journal(&self) -> &JournalView {
+        &self.journal
     }
 
     /// The validated superblock.
@@ -601,6 +663,52 @@ impl Ext4Fs {
         let links: [u8; 2] = self.dev.read_array(at)?;
         Ok(u64::from(u16::from_le_bytes(links)))
     }
+}
+
+/// Starts the worker thread that owns the `ext4_view::Ext4` value, and waits until it loaded.
+fn start_worker(
+    dev: &Arc<dyn BlockRead>,
+    budget: &Arc<Budget>,
+    superblock_patch: Option<Box<[u8; SUPERBLOCK_SIZE]>>,
+) -> Result<mpsc::Sender<Job>> {
+    budget.reset(call_budget(dev.size(), 0));
+    let reader = DevReader {
+        dev: dev.clone(),
+        budget: budget.clone(),
+        superblock_patch,
+    };
+    let (jobs, rx) = mpsc::channel::<Job>();
+    let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<()>>(1);
+    std::thread::Builder::new()
+        .name("guestfs-ext4".into())
+        .spawn(move || {
+            let loaded = catch_unwind(AssertUnwindSafe(|| Ext4::load(Box::new(reader))));
+            let fs = match loaded {
+                Ok(Ok(fs)) => fs,
+                Ok(Err(e)) => {
+                    let _ = ready_tx.send(Err(map_err(e, &GuestPath::root())));
+                    return;
+                }
+                Err(_) => {
+                    let _ = ready_tx.send(Err(panicked()));
+                    return;
+                }
+            };
+            if ready_tx.send(Ok(())).is_err() {
+                return;
+            }
+            let mut worker = Worker { fs, open: None };
+            for job in rx {
+                if catch_unwind(AssertUnwindSafe(|| job(&mut worker))).is_err() {
+                    // The job's reply channel was dropped while unwinding, so the caller
+                    // already sees the failure. Drop the cached file: its state is unknown.
+                    worker.open = None;
+                }
+            }
+        })
+        .map_err(|e| Error::Disk(disk::Error::io(0, e)))?;
+    ready_rx.recv().map_err(|_| panicked())??;
+    Ok(jobs)
 }
 
 /// Maps an `ext4-view` error on `path` to ours.
@@ -818,5 +926,532 @@ impl FsRead for Ext4Fs {
         // OK to slice: the worker returns at most buf.len() bytes.
         buf[..n].copy_from_slice(&data);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "test images and offsets are small"
+)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+    use std::path::Path;
+    use std::process::Command;
+
+    use disk::MemDisk;
+    use disk::testkit::CountingDisk;
+
+    use super::*;
+    use crate::FsReadExt;
+    use crate::fuzzing::testutil::{Rng, blkid, have, mem_file, need, output, run};
+
+    fn gp(s: &str) -> GuestPath {
+        GuestPath::parse(s.as_bytes()).unwrap()
+    }
+
+    /// The guest tree every variant is built from.
+    fn build_tree(root: &Path) {
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::create_dir_all(root.join("data/deep/er")).unwrap();
+        std::fs::create_dir_all(root.join("many")).unwrap();
+        std::fs::write(
+            root.join("etc/passwd"),
+            b"root:x:0:0:guest root:/root:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(root.join("etc/passwd"), PermissionsExt::from_mode(0o640))
+            .unwrap();
+        std::fs::write(root.join("etc/hostname"), b"guest\n").unwrap();
+        std::os::unix::fs::chown(root.join("etc/hostname"), Some(1000), Some(1001)).unwrap();
+        std::fs::hard_link(root.join("etc/hostname"), root.join("data/hard")).unwrap();
+        std::fs::write(root.join("data/big.bin"), Rng(42).bytes(300_000)).unwrap();
+        for i in 0..3000 {
+            std::fs::write(root.join(format!("many/f{i:04}")), b"").unwrap();
+        }
+        symlink("/etc/passwd", root.join("abs_link")).unwrap();
+        symlink("../../../../../etc/passwd", root.join("data/deep/up")).unwrap();
+        symlink("passwd", root.join("etc/rel")).unwrap();
+    }
+
+    /// `debugfs -R CMD IMG` stdout.
+    fn debugfs(img: &Path, cmd: &str) -> Vec<u8> {
+        output(Command::new("debugfs").arg("-R").arg(cmd).arg(img)).unwrap_or_default()
+    }
+
+    /// A field like `Inode: 13` or `Links: 2` from `debugfs stat`.
+    fn debugfs_field(img: &Path, path: &str, field: &str) -> u64 {
+        let out = String::from_utf8_lossy(&debugfs(img, &format!("stat {path}"))).into_owned();
+        let rest = out.split_once(&format!("{field}: ")).unwrap().1;
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    fn check_variant(name: &str, mke2fs_args: &[&str], size: &str, kind: FsKind) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        build_tree(&root);
+        let img = tmp.path().join(format!("{name}.img"));
+        if !run(Command::new("mke2fs")
+            .args(["-q", "-F", "-L", "guestroot"])
+            .args(mke2fs_args)
+            .arg("-d")
+            .arg(&root)
+            .arg(&img)
+            .arg(size))
+        {
+            panic!("mke2fs failed for {name}");
+        }
+        // e2fsck -D indexes large directories (mke2fs -d leaves them linear).
+        let htree = have("e2fsck") && run(Command::new("e2fsck").arg("-fyD").arg(&img));
+
+        let fs = Ext4Fs::open(mem_file(&img)).unwrap();
+        let info = fs.info();
+        let id = blkid(&img);
+        assert_eq!(info.kind, kind, "{name}");
+        assert_eq!(info.kind.blkid_name(), id["TYPE"], "{name}");
+        assert_eq!(info.label.as_deref(), Some("guestroot"));
+        assert_eq!(info.label.as_deref(), id.get("LABEL").map(String::as_str));
+        assert_eq!(info.uuid.as_deref(), id.get("UUID").map(String::as_str));
+        assert_eq!(info.case, CaseSensitivity::Sensitive);
+        assert!(!fs.needs_recovery());
+        assert!(fs.state().cleanly_unmounted);
+
+        // File contents against the host tree and debugfs.
+        for f in [
+            "/etc/passwd",
+            "/etc/hostname",
+            "/data/big.bin",
+            "/data/hard",
+        ] {
+            let ours = fs.read_file(f.as_bytes(), 1 << 20).unwrap();
+            assert_eq!(
+                ours,
+                std::fs::read(root.join(&f[1..])).unwrap(),
+                "{name} {f}"
+            );
+            assert_eq!(ours, debugfs(&img, &format!("cat {f}")), "{name} {f}");
+        }
+
+        // Metadata field by field.
+        let host = std::fs::symlink_metadata(root.join("etc/hostname")).unwrap();
+        let md = fs.lstat(&gp("/etc/hostname")).unwrap();
+        assert_eq!(md.file_type, FileType::Regular);
+        assert_eq!(md.size, 6);
+        assert_eq!(md.mode, 0o644);
+        assert_eq!((md.uid, md.gid), (1000, 1001));
+        assert_eq!(md.mtime, host.mtime());
+        assert_eq!(md.ino, debugfs_field(&img, "/etc/hostname", "Inode"));
+        assert_eq!(md.nlink, 2);
+        assert_eq!(md.nlink, debugfs_field(&img, "/etc/hostname", "Links"));
+        assert_eq!(fs.lstat(&gp("/data/hard")).unwrap().ino, md.ino);
+        assert_eq!(fs.lstat(&gp("/etc/passwd")).unwrap().mode, 0o640);
+        let d = fs.lstat(&gp("/etc")).unwrap();
+        assert_eq!(
+            (d.file_type, d.mode, d.ino, d.nlink),
+            (FileType::Directory, 0o755, 0, 0)
+        );
+        let l = fs.lstat(&gp("/abs_link")).unwrap();
+        assert_eq!((l.file_type, l.size), (FileType::Symlink, 11));
+
+        // Directories, including the big (indexed) one.
+        let mut names: Vec<_> = fs.read_dir(&gp("/etc")).unwrap();
+        names.sort_by(|a, b| a.name.cmp(&b.name));
+        let got: Vec<_> = names
+            .iter()
+            .map(|e| (e.name.as_slice(), e.file_type))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (&b"hostname"[..], FileType::Regular),
+                (b"passwd", FileType::Regular),
+                (b"rel", FileType::Symlink)
+            ]
+        );
+        let many = fs.read_dir(&gp("/many")).unwrap();
+        assert_eq!(many.len(), 3000);
+        assert!(many.iter().any(|e| e.name == b"f2999"));
+        if htree {
+            let stat = String::from_utf8_lossy(&debugfs(&img, "stat /many")).into_owned();
+            let flags = stat.split_once("Flags: 0x").unwrap().1;
+            let flags = u32::from_str_radix(flags.split_whitespace().next().unwrap(), 16).unwrap();
+            assert_ne!(flags & 0x1000, 0, "EXT4_INDEX_FL: /many is an htree");
+            assert!(fs.lstat(&gp("/many/f1234")).is_ok(), "htree lookup");
+        }
+
+        // Symlinks resolve inside the guest, never to the host's /etc/passwd.
+        let guest_passwd = b"root:x:0:0:guest root:/root:/bin/sh\n".to_vec();
+        assert_eq!(
+            fs.read_link(&gp("/data/deep/up")).unwrap(),
+            b"../../../../../etc/passwd"
+        );
+        assert_eq!(
+            fs.read_file(b"/data/deep/up", 1 << 20).unwrap(),
+            guest_passwd
+        );
+        assert_eq!(fs.read_file(b"/abs_link", 1 << 20).unwrap(), guest_passwd);
+        assert_eq!(fs.read_file(b"/etc/rel", 1 << 20).unwrap(), guest_passwd);
+
+        // Errors.
+        assert!(matches!(fs.lstat(&gp("/nope")), Err(Error::NotFound { path }) if path == "/nope"));
+        assert!(matches!(
+            fs.lstat(&gp("/etc/passwd/x")),
+            Err(Error::NotADirectory { .. })
+        ));
+        assert!(matches!(
+            fs.read_dir(&gp("/etc/passwd")),
+            Err(Error::NotADirectory { .. })
+        ));
+        assert!(matches!(
+            fs.read_at(&gp("/etc"), 0, &mut [0; 4]),
+            Err(Error::IsADirectory { .. })
+        ));
+        assert!(matches!(
+            fs.read_link(&gp("/etc/passwd")),
+            Err(Error::NotASymlink { .. })
+        ));
+    }
+
+    #[test]
+    fn ext4_default_reads_like_debugfs() {
+        if !need(&["mke2fs", "debugfs", "blkid"]) {
+            return;
+        }
+        check_variant("ext4", &["-t", "ext4"], "64M", FsKind::Ext4);
+    }
+
+    #[test]
+    fn ext4_variants_read_like_debugfs() {
+        if !need(&["mke2fs", "debugfs", "blkid"]) {
+            return;
+        }
+        check_variant("ext3", &["-t", "ext3"], "16M", FsKind::Ext3);
+        check_variant("ext2", &["-t", "ext2"], "16M", FsKind::Ext2);
+        check_variant(
+            "nocsum",
+            &["-t", "ext4", "-O", "^metadata_csum"],
+            "16M",
+            FsKind::Ext4,
+        );
+        check_variant("1k", &["-t", "ext4", "-b", "1024"], "16M", FsKind::Ext4);
+    }
+
+    #[test]
+    fn read_at_is_positional_and_bounded() {
+        if !need(&["mke2fs"]) {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        build_tree(&root);
+        let img = tmp.path().join("img");
+        assert!(run(Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4", "-d"])
+            .arg(&root)
+            .arg(&img)
+            .arg("64M")));
+        let counting = Arc::new(CountingDisk::new(MemDisk::from_vec(
+            std::fs::read(&img).unwrap(),
+        )));
+        let fs = Ext4Fs::open(counting.clone()).unwrap();
+        let want = std::fs::read(root.join("data/big.bin")).unwrap();
+        let p = gp("/data/big.bin");
+        let mut rng = Rng(7);
+        // Random order, including backwards seeks, block-crossing reads and reads past the end.
+        for _ in 0..200 {
+            let off = rng.below(want.len() as u64 + 100);
+            let len = 1 + rng.below(9000) as usize;
+            let mut buf = vec![0u8; len];
+            let n = fs.read_at(&p, off, &mut buf).unwrap();
+            let start = (off as usize).min(want.len());
+            let end = (start + len).min(want.len());
+            assert_eq!(n, end - start, "off {off} len {len}");
+            assert_eq!(&buf[..n], &want[start..end]);
+        }
+        // Reading one small file of a 64 MiB image touches a few metadata blocks, not the image.
+        let before = counting.bytes();
+        let other = fs.read_file(b"/etc/hostname", 100).unwrap();
+        assert_eq!(other, b"guest\n");
+        assert!(
+            counting.bytes() - before < 1 << 20,
+            "read {} bytes",
+            counting.bytes() - before
+        );
+    }
+
+    /// The superblock of a small real image, as raw bytes.
+    fn real_superblock() -> Option<RawSuperblock> {
+        if !need(&["mke2fs"]) {
+            return None;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let img = tmp.path().join("img");
+        assert!(run(Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4", "-O", "64bit"])
+            .arg(&img)
+            .arg("8M")));
+        let d = mem_file(&img);
+        Some(d.read_struct(SUPERBLOCK_OFFSET).unwrap())
+    }
+
+    fn sb_detail(raw: &RawSuperblock) -> String {
+        match Superblock::try_from(raw) {
+            Err(Error::Corrupt {
+                structure,
+                offset,
+                detail,
+            }) => {
+                assert_eq!((structure.as_str(), offset), ("ext4 superblock", 1024));
+                detail
+            }
+            other => panic!("expected corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn superblock_validation_branches() {
+        let Some(good) = real_superblock() else {
+            return;
+        };
+        let sb = Superblock::try_from(&good).unwrap();
+        assert_eq!(sb.block_size, 1024 << good.s_log_block_size.get());
+        assert_eq!(sb.desc_size, 64);
+        assert_eq!(sb.kind(), FsKind::Ext4);
+
+        let mut r = good.clone();
+        r.s_magic = U16::new(0x1234);
+        assert_eq!(sb_detail(&r), "s_magic 0x1234 is not 0xef53");
+        let mut r = good.clone();
+        r.s_log_block_size = U32::new(7);
+        assert_eq!(sb_detail(&r), "s_log_block_size 7 out of range 0..=6");
+        let mut r = good.clone();
+        r.s_first_data_block = U32::new(r.s_blocks_count_lo.get());
+        r.s_blocks_count_hi = U32::new(0);
+        assert!(sb_detail(&r).starts_with("s_first_data_block "));
+        let mut r = good.clone();
+        r.s_blocks_per_group = U32::new(0);
+        assert_eq!(
+            sb_detail(&r),
+            format!(
+                "s_blocks_per_group 0 out of range 1..={}",
+                sb.block_size * 8
+            )
+        );
+        let mut r = good.clone();
+        r.s_inodes_per_group = U32::new(0);
+        assert_eq!(
+            sb_detail(&r),
+            format!(
+                "s_inodes_per_group 0 out of range 1..={}",
+                sb.block_size * 8
+            )
+        );
+        let mut r = good.clone();
+        r.s_inode_size = U16::new(200);
+        assert_eq!(
+            sb_detail(&r),
+            format!(
+                "s_inode_size 200 is not a power of two in 128..={}",
+                sb.block_size
+            )
+        );
+        let mut r = good.clone();
+        r.s_desc_size = U16::new(48);
+        assert_eq!(
+            sb_detail(&r),
+            "s_desc_size 48 is not a power of two in 32..=1024"
+        );
+        // Without 64bit the descriptor size field is ignored.
+        r.s_feature_incompat = U32::new(r.s_feature_incompat.get() & !incompat::IS_64BIT);
+        assert_eq!(Superblock::try_from(&r).unwrap().desc_size, 32);
+    }
+
+    #[test]
+    fn open_refuses_filesystem_larger_than_device() {
+        if !need(&["mke2fs"]) {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let img = tmp.path().join("img");
+        assert!(run(Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4"])
+            .arg(&img)
+            .arg("8M")));
+        let mut bytes = std::fs::read(&img).unwrap();
+        bytes.truncate(4 << 20);
+        let e = Ext4Fs::open(Arc::new(MemDisk::from_vec(bytes))).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "corrupt ext4 superblock at 0x400: s_blocks_count 8192 of 1024 bytes exceeds the 4194304-byte device"
+        );
+    }
+
+    #[test]
+    fn state_flags_come_from_the_superblock() {
+        if !need(&["mke2fs"]) {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        build_tree(&root);
+        let img = tmp.path().join("img");
+        assert!(run(Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext3", "-d"])
+            .arg(&root)
+            .arg(&img)
+            .arg("16M")));
+        let mut bytes = std::fs::read(&img).unwrap();
+        // s_state = errors detected, not clean; INCOMPAT_RECOVER set.
+        bytes[1024 + 0x3A..1024 + 0x3C].copy_from_slice(&2u16.to_le_bytes());
+        bytes[1024 + 0x60] |= incompat::RECOVER as u8;
+        let fs = Ext4Fs::open(Arc::new(MemDisk::from_vec(bytes))).unwrap();
+        assert!(fs.needs_recovery());
+        assert_eq!(
+            fs.state(),
+            Ext4State {
+                needs_recovery: true,
+                cleanly_unmounted: false,
+                errors_detected: true,
+                orphans_being_recovered: false,
+            }
+        );
+        // RECOVER is an ext3 feature: still ext3 for blkid.
+        assert_eq!(fs.info().kind, FsKind::Ext3);
+        // ext4-view 1.0 cannot replay an ext3 (JBD2 without 64bit/csum_v3) journal; we read
+        // the on-disk state instead.
+        assert_eq!(
+            fs.journal(),
+            &JournalView::Skipped {
+                reason: "unsupported ext4 feature: missing required journal features: 18".into()
+            }
+        );
+        assert_eq!(fs.read_file(b"/etc/hostname", 100).unwrap(), b"guest\n");
+    }
+
+    #[test]
+    fn recover_flag_on_csum_filesystem_is_replayed() {
+        if !need(&["mke2fs", "debugfs"]) {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        build_tree(&root);
+        let img = tmp.path().join("img");
+        assert!(run(Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4", "-O", "64bit,metadata_csum", "-d"])
+            .arg(&root)
+            .arg(&img)
+            .arg("16M")));
+        let mut bytes = std::fs::read(&img).unwrap();
+        let sb = &mut bytes[1024..2048];
+        // Our crc32c agrees with mke2fs's superblock checksum.
+        assert_eq!(
+            crc32c_raw(!0, &sb[..S_CHECKSUM]).to_le_bytes(),
+            sb[S_CHECKSUM..]
+        );
+        sb[0x60] |= incompat::RECOVER as u8;
+        let sum = crc32c_raw(!0, &sb[..S_CHECKSUM]);
+        sb[S_CHECKSUM..].copy_from_slice(&sum.to_le_bytes());
+        // mke2fs leaves the JBD2 features to the kernel's first mount: set 64bit|csum_v3,
+        // checksum type crc32c, and the journal superblock checksum, as the kernel would.
+        let jblock: usize = String::from_utf8_lossy(&debugfs(&img, "bmap <8> 0"))
+            .trim()
+            .parse()
+            .unwrap();
+        let jsb = &mut bytes[jblock * 1024..jblock * 1024 + 1024];
+        assert_eq!(jsb[..4], [0xc0, 0x3b, 0x39, 0x98], "jbd2 magic");
+        jsb[0x28..0x2C].copy_from_slice(&0x12u32.to_be_bytes());
+        jsb[0x50] = 4;
+        jsb[0xFC..0x100].fill(0);
+        let jsum = crc32c_raw(!0, jsb);
+        jsb[0xFC..0x100].copy_from_slice(&jsum.to_be_bytes());
+        let dev = Arc::new(MemDisk::from_vec(bytes));
+        let fs = Ext4Fs::open(dev.clone()).unwrap();
+        assert_eq!(fs.journal(), &JournalView::Replayed);
+        assert_eq!(fs.read_file(b"/etc/hostname", 100).unwrap(), b"guest\n");
+        // The patched superblock clears RECOVER and keeps a valid checksum.
+        let patched = superblock_without_recover(&*dev).unwrap();
+        assert_eq!(patched[0x60] & incompat::RECOVER as u8, 0);
+        assert_eq!(
+            crc32c_raw(!0, &patched[..S_CHECKSUM]).to_le_bytes(),
+            patched[S_CHECKSUM..]
+        );
+    }
+
+    #[test]
+    fn ext_kind_matches_blkid_rules() {
+        const HAS_JOURNAL: u32 = compat::HAS_JOURNAL;
+        const EXTENTS: u32 = 0x40;
+        const HUGE_FILE: u32 = 0x8;
+        let cases = [
+            ((0, incompat::FILETYPE, 0x3), FsKind::Ext2),
+            (
+                (0, incompat::FILETYPE | incompat::META_BG, 0x7),
+                FsKind::Ext2,
+            ),
+            ((HAS_JOURNAL, incompat::FILETYPE, 0x3), FsKind::Ext3),
+            (
+                (HAS_JOURNAL, incompat::FILETYPE | incompat::RECOVER, 0x3),
+                FsKind::Ext3,
+            ),
+            (
+                (HAS_JOURNAL, incompat::FILETYPE | EXTENTS, 0x3),
+                FsKind::Ext4,
+            ),
+            ((0, incompat::FILETYPE | EXTENTS, 0), FsKind::Ext4),
+            ((HAS_JOURNAL, incompat::FILETYPE, HUGE_FILE), FsKind::Ext4),
+            ((0, incompat::FILETYPE | incompat::RECOVER, 0), FsKind::Ext4),
+        ];
+        for ((c, i, r), want) in cases {
+            assert_eq!(
+                ext_kind(c, i, r),
+                want,
+                "compat {c:#x} incompat {i:#x} ro {r:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn uuid_and_label_formatting() {
+        assert_eq!(format_uuid(&[0; 16]), None);
+        let u: [u8; 16] = core::array::from_fn(|i| (i as u8) * 17);
+        assert_eq!(
+            format_uuid(&u).unwrap(),
+            "00112233-4455-6677-8899-aabbccddeeff"
+        );
+        assert_eq!(label_from_bytes(b"root\0\0junk"), Some("root".into()));
+        assert_eq!(label_from_bytes(b"\0abc"), None);
+    }
+
+    #[test]
+    fn budget_runs_out_and_maps_to_limit_exceeded() {
+        let b = Budget::default();
+        b.reset(10);
+        assert!(b.take(6).is_ok());
+        let e = b.take(5).unwrap_err();
+        assert_eq!(e.limit, 10);
+        assert_eq!(
+            e.to_string(),
+            "read budget of 10 bytes for one call exhausted"
+        );
+        let mapped = map_err(Ext4Error::Io(Box::new(e)), &gp("/x"));
+        assert!(matches!(mapped, Error::LimitExceeded { limit: 10, .. }));
+        assert_eq!(call_budget(1 << 30, 100), (4 << 30) + 200);
+        assert_eq!(call_budget(1, 0), 16 << 20);
+    }
+
+    #[test]
+    fn device_errors_pass_through() {
+        let e = map_err(
+            Ext4Error::Io(Box::new(disk::Error::io(5, std::io::Error::other("x")))),
+            &gp("/x"),
+        );
+        assert!(matches!(e, Error::Disk(disk::Error::Io { offset: 5, .. })));
+        // Not ext4 at all.
+        let e = Ext4Fs::open(Arc::new(MemDisk::from_vec(vec![0; 4096]))).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "corrupt ext4 superblock at 0x400: s_magic 0x0000 is not 0xef53"
+        );
     }
 }

@@ -24,6 +24,8 @@ mod error;
 pub mod mount;
 pub mod ext4;
 pub mod fat;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ntfs;
 mod path;
 pub mod probe;
