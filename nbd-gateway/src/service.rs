@@ -66,6 +66,9 @@ pub struct ServiceOptions {
     pub metrics: Option<SocketAddr>,
 }
 
+/// Threads of the blocking pool that runs storage calls.
+const MAX_BLOCKING_THREADS: usize = 64;
+
 enum Bound {
     Tcp(TcpListener),
     Unix(UnixListener, PathBuf),
@@ -155,6 +158,27 @@ impl Service {
             addrs,
             metrics,
             metrics_addr,
+        })
+    }
+
+    /// Builds a multi-threaded tokio runtime, binds, calls `on_bound` (to print the addresses),
+    /// and runs until shutdown: the whole of `rehost gateway serve` for a sync caller.
+    ///
+    /// # Errors
+    /// As [`Service::bind`] and [`Service::run`]; [`Error::Io`] if the runtime cannot start.
+    pub fn run_blocking(opts: &ServiceOptions, on_bound: impl FnOnce(&Self)) -> Result<()> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            // Storage calls run on the blocking pool; bound it (each connection also bounds
+            // its own in-flight requests).
+            .max_blocking_threads(MAX_BLOCKING_THREADS)
+            .thread_name("nbd-gateway")
+            .build()
+            .map_err(|e| Error::io("tokio runtime", e))?;
+        runtime.block_on(async {
+            let service = Self::bind(opts).await?;
+            on_bound(&service);
+            service.run().await
         })
     }
 

@@ -27,22 +27,12 @@ fn main() -> std::process::ExitCode {
         tls_key: None,
         metrics: None,
     };
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("nbd-gateway-testd: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let result = rt.block_on(async {
-        let service = nbd_gateway::Service::bind(&opts).await?;
+    let result = nbd_gateway::Service::run_blocking(&opts, |service| {
         let mut out = std::io::stdout().lock();
         for a in service.addrs() {
             let _ = writeln!(out, "{a}");
         }
         let _ = out.flush();
-        drop(out);
-        service.run().await
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
