@@ -25,6 +25,7 @@ fn exercise(hive: &Hive) {
     let Ok(root) = hive.root() else { return };
     let _ = root.walk(|_, key| {
         let _ = key.class_name();
+        let _ = key.security_descriptor();
         let _ = key.last_written().unix_seconds();
         let _ = key.value("");
         // Errors in one key's values must not stop the walk: keep exercising the rest.

@@ -9,6 +9,11 @@ use crate::subkey_list::subkey_offsets;
 
 /// Fixed part of an "nk" record before its name.
 const NK_FIXED: usize = 76;
+/// Offset of the descriptor size in an "sk" record (after signature, reserved, flink, blink and
+/// reference count).
+const SK_DESCRIPTOR_SIZE: usize = 16;
+/// Fixed part of an "sk" record before the descriptor.
+const SK_FIXED: usize = 20;
 /// Offsets stored as this value mean "none".
 pub(crate) const NO_CELL: u32 = u32::MAX;
 
@@ -152,6 +157,41 @@ impl<'h> Key<'h> {
         self.security
     }
 
+    /// The key's security descriptor (self-relative `SECURITY_DESCRIPTOR` bytes) from its "sk"
+    /// cell (spec "Key security").
+    ///
+    /// # Errors
+    /// `Corrupt` if the "sk" cell is missing, has another signature or is shorter than the
+    /// descriptor size it records.
+    pub fn security_descriptor(&self) -> Result<Vec<u8>> {
+        let cell = self.hive.cell(self.security, "sk cell")?;
+        let fo = file_offset(self.security);
+        if cell.get(..2) != Some(b"sk".as_slice()) {
+            return Err(Error::corrupt(
+                "sk cell",
+                fo,
+                format!(
+                    "signature {:02x?} is not \"sk\"",
+                    cell.get(..2).unwrap_or_default()
+                ),
+            ));
+        }
+        let len = le_u32(cell, SK_DESCRIPTOR_SIZE)
+            .ok_or_else(|| Error::corrupt("sk cell", fo, "cell shorter than 20 bytes"))?;
+        cell.get(SK_FIXED..SK_FIXED.saturating_add(len as usize))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| {
+                Error::corrupt(
+                    "sk cell",
+                    fo,
+                    format!(
+                        "descriptor size {len} runs past the {}-byte cell",
+                        cell.len()
+                    ),
+                )
+            })
+    }
+
     /// The key's class name, if it has one (a UTF-16LE string in its own cell).
     ///
     /// # Errors
@@ -207,10 +247,24 @@ impl<'h> Key<'h> {
     /// `Corrupt` if the values list, a "vk" cell or its data is damaged; `Unsupported` past the
     /// limits [`crate::MAX_VALUES_PER_KEY`] and [`crate::MAX_VALUE_DATA`].
     pub fn values(&self) -> Result<Vec<Value>> {
-        values_list(self.hive, self.values_list, self.value_count)?
-            .into_iter()
-            .map(|off| KeyValue::parse(self.hive, off)?.into_value(self.hive))
-            .collect()
+        // Every value's data lives in its own cells in an honest hive, so all of one key's
+        // data fits in the hive; more means shared cells amplifying a small hive.
+        let limit = u64::from(self.hive.base_block().hive_bins_data_size);
+        let mut total = 0u64;
+        let mut out = Vec::new();
+        for off in values_list(self.hive, self.values_list, self.value_count)? {
+            let v = KeyValue::parse(self.hive, off)?.into_value(self.hive)?;
+            total += v.data.len() as u64;
+            if total > limit {
+                return Err(Error::corrupt(
+                    "values list",
+                    file_offset(self.values_list),
+                    format!("values hold more than the hive's {limit} bytes of data"),
+                ));
+            }
+            out.push(v);
+        }
+        Ok(out)
     }
 
     /// The value called `name` (case-insensitive); the empty name is the default value.

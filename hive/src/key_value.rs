@@ -216,10 +216,19 @@ pub(crate) fn values_list(hive: &Hive, list: u32, count: u32) -> Result<Vec<u32>
             ),
         ));
     };
-    Ok(bytes
+    let offsets: Vec<u32> = bytes
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+        .collect();
+    let mut seen = std::collections::HashSet::with_capacity(offsets.len());
+    if let Some(dup) = offsets.iter().find(|o| !seen.insert(**o)) {
+        return Err(Error::corrupt(
+            "values list",
+            file_offset(list),
+            format!("value {dup:#x} is listed twice"),
+        ));
+    }
+    Ok(offsets)
 }
 
 /// A parsed "vk" record, data not yet read.

@@ -1,6 +1,8 @@
 //! Subkey lists: "li", "lf", "lh" leaves and the "ri" index root (spec "Index leaf", "Fast leaf",
 //! "Hash leaf", "Index root").
 
+use std::collections::HashSet;
+
 use crate::error::{Error, Result};
 use crate::hbin::{file_offset, le_u16, le_u32};
 use crate::hive::Hive;
@@ -8,6 +10,9 @@ use crate::hive::Hive;
 /// Largest number of subkeys one key may have here (a limit of this library; Windows has no
 /// documented limit, real keys hold at most tens of thousands).
 pub const MAX_SUBKEYS_PER_KEY: u32 = 1 << 20;
+
+/// Smallest possible key node cell.
+const MIN_NK_CELL: u32 = 80;
 
 /// Returns the key node offsets listed at `list`, checking there are exactly `expected` of them.
 pub(crate) fn subkey_offsets(hive: &Hive, list: u32, expected: u32) -> Result<Vec<u32>> {
@@ -20,8 +25,29 @@ pub(crate) fn subkey_offsets(hive: &Hive, list: u32, expected: u32) -> Result<Ve
             format!("{expected} subkeys in one key, more than the limit of {MAX_SUBKEYS_PER_KEY}"),
         ));
     }
+    // Each subkey needs its own key node cell of at least 80 bytes (4-byte size + 76-byte
+    // fixed part), so a count beyond that cannot be honest; checking it first keeps a tiny
+    // hive from making us allocate for a million entries.
+    let fits = hive.base_block().hive_bins_data_size / MIN_NK_CELL;
+    if expected > fits {
+        return Err(Error::corrupt(
+            "subkey list",
+            file_offset(list),
+            format!("subkey count {expected} is more than the {fits} key nodes the hive can hold"),
+        ));
+    }
     let mut out = Vec::new();
     collect(hive, list, expected, true, &mut out)?;
+    // Lists that name one key node twice (directly or through shared leaves under an index
+    // root) would multiply the work of every walk.
+    let mut seen = HashSet::with_capacity(out.len());
+    if let Some(dup) = out.iter().find(|o| !seen.insert(**o)) {
+        return Err(Error::corrupt(
+            "subkey list",
+            file_offset(list),
+            format!("key node {dup:#x} is listed twice"),
+        ));
+    }
     if out.len() != expected as usize {
         return Err(Error::corrupt(
             "subkey list",

@@ -338,6 +338,12 @@ fn synthetic_hive_reads_field_by_field() {
         assert!(svc.value("missing").unwrap().is_none());
         assert_eq!(svc.class_name().unwrap(), None);
         assert_eq!(svc.last_written().0, 0x01d0_0000_0000_0000);
+        assert_eq!(
+            svc.security_descriptor().unwrap(),
+            [
+                1, 0, 4, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+            ]
+        );
         let jd = hive
             .open_path(r"ControlSet001\Control\Lsa\JD")
             .unwrap()
@@ -640,6 +646,10 @@ fn real_system_hive_matches_hivex() {
     let root = hive.root().unwrap();
     assert_eq!(root.name(), "ROOT");
     assert_eq!(root.subkeys().unwrap().len(), 17);
+    // Self-relative descriptors start with revision 1 and have SE_SELF_RELATIVE set.
+    let sd = root.security_descriptor().unwrap();
+    assert_eq!(sd[0], 1);
+    assert_eq!(u16::from_le_bytes([sd[2], sd[3]]) & 0x8000, 0x8000);
     let cn = hive
         .open_path(r"ControlSet001\Control\ComputerName\ComputerName")
         .unwrap()
@@ -793,6 +803,28 @@ fn corrupt_structures_name_cell_and_offset() {
             .2
             .contains("more subkeys")
     );
+    // a list naming one key node twice, and a count no hive of this size can hold.
+    let mut b = good.clone();
+    let first = &good[4096 + list_off as usize + 8..][..4];
+    patch(&mut b, list_off, 12, first);
+    let h = open(&b);
+    let (s, _, d) = corrupt_err(h.open_path("K").unwrap().unwrap().subkeys());
+    assert_eq!(s, "subkey list");
+    assert!(d.ends_with("is listed twice"), "{d}");
+    let mut b = good.clone();
+    patch(&mut b, k_off, 20, &1_000_000u32.to_le_bytes());
+    let h = open(&b);
+    let d = corrupt_err(h.open_path("K").unwrap().unwrap().subkeys()).2;
+    assert!(
+        d.starts_with("subkey count 1000000 is more than the"),
+        "{d}"
+    );
+    // a values list naming one value twice.
+    let mut b = good.clone();
+    patch(&mut b, vlist_off, 4, &vk_off.to_le_bytes());
+    let (s, _, d) = corrupt_err(open(&b).open_path("K").unwrap().unwrap().values());
+    assert_eq!(s, "values list");
+    assert_eq!(d, format!("value {vk_off:#x} is listed twice"));
     // list signature and count.
     let mut b = good.clone();
     patch(&mut b, list_off, 0, b"zz");
@@ -1156,8 +1188,9 @@ fn fuzz_real_hive_mutations_never_panic() {
     };
     crate::fuzzing::fuzz_hive(&bytes);
     let mut rng = Rng(42);
-    // Each run walks 11 MiB; a few dozen keep the test short in debug builds.
-    for _ in 0..12 {
+    // Each run walks all 11 MiB; a handful keeps the test short in debug builds (the 1,000
+    // mutations run on the synthetic hives above).
+    for _ in 0..4 {
         crate::fuzzing::fuzz_hive(&mutate(&mut rng, &bytes));
     }
 }
