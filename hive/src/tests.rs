@@ -1208,3 +1208,103 @@ fn unused_spec_builder_compiles() {
         "Child"
     );
 }
+
+mod round_trip {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn value_strategy() -> impl Strategy<Value = Value> {
+        (
+            "[A-Za-z0-9 _.é✓-]{0,10}",
+            prop_oneof![
+                Just(0u32),
+                Just(1),
+                Just(2),
+                Just(3),
+                Just(4),
+                Just(7),
+                Just(11),
+                Just(0xffff_0012)
+            ],
+            prop_oneof![
+                4 => proptest::collection::vec(any::<u8>(), 0..40),
+                1 => proptest::collection::vec(any::<u8>(), 16_000..20_000),
+            ],
+        )
+            .prop_map(|(name, kind, data)| Value {
+                name,
+                kind: ValueType::from_raw(kind),
+                data,
+            })
+    }
+
+    fn key_strategy() -> impl Strategy<Value = KeySpec> {
+        let leaf = (
+            "[A-Za-z0-9 _.é✓-]{1,10}",
+            proptest::collection::vec(value_strategy(), 0..4),
+        )
+            .prop_map(|(name, values)| {
+                let mut k = KeySpec::new(&name);
+                k.values = values;
+                k
+            });
+        leaf.prop_recursive(3, 24, 5, |inner| {
+            (
+                "[A-Za-z0-9 _.é✓-]{1,10}",
+                proptest::collection::vec(value_strategy(), 0..4),
+                proptest::collection::vec(inner, 0..5),
+            )
+                .prop_map(|(name, values, subkeys)| {
+                    let mut k = KeySpec::new(&name);
+                    k.values = values;
+                    k.subkeys = subkeys;
+                    k
+                })
+        })
+    }
+
+    /// Drops names that collide case-insensitively, as a real hive cannot hold them.
+    fn dedup(k: &mut KeySpec) {
+        let mut seen = std::collections::HashSet::new();
+        k.values.retain(|v| seen.insert(v.name.to_uppercase()));
+        let mut seen = std::collections::HashSet::new();
+        k.subkeys.retain(|s| seen.insert(s.name.to_uppercase()));
+        k.subkeys.iter_mut().for_each(dedup);
+    }
+
+    fn expected(k: &KeySpec, path: &str, out: &mut BTreeMap<String, Vec<(String, u32, Vec<u8>)>>) {
+        let mut vals: Vec<_> = k
+            .values
+            .iter()
+            .map(|v| (v.name.clone(), v.kind.raw(), v.data.clone()))
+            .collect();
+        vals.sort();
+        out.insert(path.to_owned(), vals);
+        for s in &k.subkeys {
+            let p = if path.is_empty() {
+                s.name.clone()
+            } else {
+                format!("{path}\\{}", s.name)
+            };
+            expected(s, &p, out);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn built_hives_read_back_and_export_round_trips(mut root in key_strategy(), ri in any::<bool>()) {
+            dedup(&mut root);
+            let mut b = HiveBuilder::new().lists(if ri { ListKind::Ri(2) } else { ListKind::Lh });
+            *b.root_mut() = root.clone();
+            let hive = Hive::from_bytes(b.build()).unwrap();
+            let mut want = BTreeMap::new();
+            expected(&root, "", &mut want);
+            let got = our_tree(&hive);
+            prop_assert_eq!(&got, &want);
+            let prefix = r"HKEY_LOCAL_MACHINE\T";
+            let text = hive.root().unwrap().export_reg(prefix).unwrap();
+            prop_assert_eq!(parse_reg(&text, prefix), got);
+        }
+    }
+}
