@@ -213,7 +213,8 @@ pub struct WindowsDriver {
     pub name: String,
     /// Start value: 0 boot, 1 system, 2 automatic, 3 manual, 4 disabled.
     pub start: Option<u32>,
-    /// What it drives: `storage`, `network`, `hypervisor-tools`, `other`.
+    /// What it drives: `storage`, `network`, `hypervisor-tools`, `boot` (another boot-start
+    /// service), `other`.
     pub role: String,
     /// ImagePath.
     pub image_path: Option<String>,

@@ -105,7 +105,8 @@ pub fn osinfo_id(major: u32, minor: u32, build: u32, server: bool) -> Option<&'s
 }
 
 /// Driver services inspection reports, with their role.
-const DRIVERS: [(&str, &str); 45] = [
+const DRIVERS: [(&str, &str); 46] = [
+    ("Tcpip", "network"),
     ("LSI_SAS", "storage"),
     ("LSI_SAS2", "storage"),
     ("LSI_SAS3", "storage"),
@@ -219,6 +220,43 @@ fn string_at(h: &Hive, key: &str, value: &str) -> Option<String> {
 
 fn dword_at(h: &Hive, key: &str, value: &str) -> Option<u32> {
     h.open_path(key).ok()??.value(value).ok()??.as_dword()
+}
+
+/// Most services examined in one control set (house style S12).
+const MAX_SERVICES: usize = 4096;
+
+/// The services inspection reports: every known storage, network and hypervisor-tools driver,
+/// and every other boot-start service (those decide whether Windows finds its disk).
+fn services(sys: &Hive, ccs: &str) -> Vec<WindowsDriver> {
+    let Ok(Some(svc)) = sys.open_path(&format!("{ccs}\\Services")) else {
+        return Vec::new();
+    };
+    let Ok(keys) = svc.subkeys() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for k in keys.into_iter().take(MAX_SERVICES) {
+        let known = DRIVERS
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k.name()));
+        let start = k.value("Start").ok().flatten().and_then(|v| v.as_dword());
+        let role = match (known, start) {
+            (Some((_, role)), _) => *role,
+            (None, Some(0)) => "boot",
+            _ => continue,
+        };
+        out.push(WindowsDriver {
+            name: k.name().to_owned(),
+            start,
+            role: role.to_owned(),
+            image_path: k
+                .value("ImagePath")
+                .ok()
+                .flatten()
+                .and_then(|v| v.as_string()),
+        });
+    }
+    out
 }
 
 /// Most interfaces read from one control set (house style S12).
@@ -367,24 +405,7 @@ pub fn inspect_windows(
                     "ComputerName",
                 )
             });
-            for (name, role) in DRIVERS {
-                if let Ok(Some(k)) = sys.open_path(&format!("{ccs}\\Services\\{name}")) {
-                    let start = k.value("Start").ok().flatten().and_then(|v| v.as_dword());
-                    let image_path = k
-                        .value("ImagePath")
-                        .ok()
-                        .flatten()
-                        .and_then(|v| v.as_string());
-                    win.drivers.push(WindowsDriver {
-                        name: k.name().to_owned(),
-                        start,
-                        role: role.to_owned(),
-                        image_path,
-                    });
-                }
-            }
-        }
-        if let Some(ccs) = &ccs {
+            win.drivers = services(sys, ccs);
             network = tcpip_interfaces(sys, ccs);
         }
         win.current_control_set = ccs;
