@@ -8,6 +8,9 @@ use std::process::Command;
 use crate::testkit::{HiveBuilder, KeySpec, ListKind, log_entry, log_file};
 use crate::{DirtyReason, Error, Hive, HiveOptions, Value, ValueType};
 
+/// Key path → sorted (value name, type, data).
+type Tree = BTreeMap<String, Vec<(String, u32, Vec<u8>)>>;
+
 fn utf16z(s: &str) -> Vec<u8> {
     let mut v: Vec<u8> = s.encode_utf16().flat_map(u16::to_le_bytes).collect();
     v.extend([0, 0]);
@@ -143,7 +146,7 @@ fn rich_builder() -> HiveBuilder {
 }
 
 /// Every (key path, values) of a hive, via our walk, sorted.
-fn our_tree(hive: &Hive) -> BTreeMap<String, Vec<(String, u32, Vec<u8>)>> {
+fn our_tree(hive: &Hive) -> Tree {
     let mut out = BTreeMap::new();
     hive.root()
         .unwrap()
@@ -162,9 +165,9 @@ fn our_tree(hive: &Hive) -> BTreeMap<String, Vec<(String, u32, Vec<u8>)>> {
 }
 
 /// A small .reg reader for comparisons (handles `hex(N)` for any u32 N, which regashii cannot).
-fn parse_reg(text: &str, prefix: &str) -> BTreeMap<String, Vec<(String, u32, Vec<u8>)>> {
+fn parse_reg(text: &str, prefix: &str) -> Tree {
     let joined = text.replace("\r\n", "\n").replace("\\\n  ", "");
-    let mut out: BTreeMap<String, Vec<(String, u32, Vec<u8>)>> = BTreeMap::new();
+    let mut out = Tree::new();
     let mut cur: Option<String> = None;
     for line in joined.lines() {
         if let Some(k) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
@@ -1272,7 +1275,7 @@ mod round_trip {
         k.subkeys.iter_mut().for_each(dedup);
     }
 
-    fn expected(k: &KeySpec, path: &str, out: &mut BTreeMap<String, Vec<(String, u32, Vec<u8>)>>) {
+    fn expected(k: &KeySpec, path: &str, out: &mut Tree) {
         let mut vals: Vec<_> = k
             .values
             .iter()
