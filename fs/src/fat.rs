@@ -443,10 +443,20 @@ struct DevCursor {
 
 impl Read for DevCursor {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        // The volume was checked to fit on the device, so a read at or past its end comes from
+        // a cluster number beyond the volume: an error, not a short read fatfs would pass on
+        // as a short file.
         let left = self.dev.size().saturating_sub(self.pos);
         let n = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
         if n == 0 {
-            return Ok(0);
+            return Err(io::Error::other(disk::Error::OutOfBounds {
+                offset: self.pos,
+                len: buf.len() as u64,
+                size: self.dev.size(),
+            }));
         }
         let wanted = n as u64;
         self.budget.take(wanted).map_err(io::Error::other)?;
@@ -801,11 +811,502 @@ impl FsRead for FatFs {
                     .read(&mut buf[filled..want])
                     .map_err(|err| map_io(&err, path))?;
                 if n == 0 {
-                    break;
+                    return Err(Error::corrupt(
+                        "fat filesystem",
+                        0,
+                        format!(
+                            "{path}: cluster chain ends at byte {} of a {size}-byte file",
+                            offset + filled as u64
+                        ),
+                    ));
                 }
                 filled += n;
             }
             Ok(filled)
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "test images and offsets are small"
+)]
+mod tests {
+    use std::path::Path;
+    use std::process::Command;
+
+    use disk::MemDisk;
+
+    use super::*;
+    use crate::FsReadExt;
+    use crate::fuzzing::testutil::{Rng, blkid, need, output, run};
+
+    fn gp(s: &str) -> GuestPath {
+        GuestPath::parse(s.as_bytes()).unwrap()
+    }
+
+    /// 2020-01-02 03:04:06 UTC: even seconds, as FAT stores them.
+    const MTIME: i64 = 1_577_934_246;
+
+    fn mtools(tool: &str, img: &Path) -> Command {
+        let mut c = Command::new(tool);
+        c.env("TZ", "UTC")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(img);
+        c
+    }
+
+    /// A FAT image of the given type with long names, nested directories, a multi-cluster
+    /// file, an empty file and a read-only file. Returns the image path and the host files.
+    fn build(tmp: &Path, bits: &str) -> Option<std::path::PathBuf> {
+        if !need(&["mkfs.vfat", "mmd", "mcopy", "mattrib", "mtype", "blkid"]) {
+            return None;
+        }
+        let img = tmp.join(format!("fat{bits}.img"));
+        let (blocks, spc) = match bits {
+            "12" => ("2048", "4"),
+            "16" => ("4096", "1"),
+            _ => ("34816", "1"),
+        };
+        assert!(run(Command::new("mkfs.vfat")
+            .args([
+                "-C", "-F", bits, "-s", spc, "-n", "MYLABEL", "-i", "1234ABCD"
+            ])
+            .arg(&img)
+            .arg(blocks)));
+        let host = tmp.join("host");
+        std::fs::create_dir_all(&host).unwrap();
+        let files: [(&str, Vec<u8>); 4] = [
+            ("Long File Name.txt", b"hello from a long name\n".to_vec()),
+            ("grüße – ünïcödé.txt", "unicode ✓\n".as_bytes().to_vec()),
+            ("BIG.BIN", Rng(3).bytes(100_000)),
+            ("empty", Vec::new()),
+        ];
+        for (name, data) in &files {
+            let p = host.join(name);
+            std::fs::write(&p, data).unwrap();
+            assert!(run(Command::new("touch")
+                .args(["-d", "@1577934246"])
+                .arg(&p)));
+        }
+        let h = |n: &str| host.join(n);
+        assert!(run(
+            mtools("mmd", &img).args(["::/Dir One", "::/Dir One/Inner"])
+        ));
+        assert!(run(mtools("mcopy", &img)
+            .arg("-m")
+            .arg(h("Long File Name.txt"))
+            .arg(h("BIG.BIN"))
+            .arg(h("empty"))
+            .arg("::/")));
+        assert!(run(mtools("mcopy", &img)
+            .arg("-m")
+            .arg(h("grüße – ünïcödé.txt"))
+            .arg(h("Long File Name.txt"))
+            .arg("::/Dir One/Inner/")));
+        assert!(run(mtools("mattrib", &img).args(["+r", "::/empty"])));
+        Some(img)
+    }
+
+    fn check(bits: &str, kind: FsKind) {
+        let tmp = tempfile::tempdir().unwrap();
+        let Some(img) = build(tmp.path(), bits) else {
+            return;
+        };
+        let original = std::fs::read(&img).unwrap();
+        let dev = Arc::new(MemDisk::from_vec(original.clone()));
+        let fs = FatFs::open(dev.clone()).unwrap();
+        let id = blkid(&img);
+        let info = fs.info();
+        assert_eq!(info.kind, kind);
+        assert_eq!(id["TYPE"], "vfat");
+        assert_eq!(info.label.as_deref(), Some("MYLABEL"));
+        assert_eq!(info.label.as_deref(), id.get("LABEL").map(String::as_str));
+        assert_eq!(info.uuid.as_deref(), Some("1234-ABCD"));
+        assert_eq!(info.uuid.as_deref(), id.get("UUID").map(String::as_str));
+        assert_eq!(info.case, CaseSensitivity::Insensitive);
+
+        // Contents against mtype, with case-insensitive lookups.
+        for (ours, theirs) in [
+            ("/long file name.TXT", "::/Long File Name.txt"),
+            ("/big.bin", "::/BIG.BIN"),
+            (
+                "/DIR ONE/inner/GRÜSSE – ÜNÏCÖDÉ.TXT",
+                "::/Dir One/Inner/grüße – ünïcödé.txt",
+            ),
+            (
+                "/Dir One/Inner/Long File Name.txt",
+                "::/Dir One/Inner/Long File Name.txt",
+            ),
+        ] {
+            let want = output(mtools("mtype", &img).arg("-b").arg(theirs)).unwrap();
+            let got = fs.read_file(ours.as_bytes(), 1 << 20);
+            // Full Unicode case folding: "GRÜSSE" matches "grüße".
+            assert_eq!(got.unwrap(), want, "{ours}");
+        }
+        assert_eq!(fs.read_file(b"/empty", 10).unwrap(), b"");
+
+        // Listings carry the long names as UTF-8.
+        let mut root: Vec<_> = fs
+            .read_dir(&GuestPath::root())
+            .unwrap()
+            .into_iter()
+            .map(|e| (String::from_utf8(e.name).unwrap(), e.file_type))
+            .collect();
+        root.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            root,
+            [
+                ("BIG.BIN".to_owned(), FileType::Regular),
+                ("Dir One".to_owned(), FileType::Directory),
+                ("Long File Name.txt".to_owned(), FileType::Regular),
+                ("empty".to_owned(), FileType::Regular),
+            ]
+        );
+        let inner = fs.read_dir(&gp("/dir one/inner")).unwrap();
+        assert!(
+            inner
+                .iter()
+                .any(|e| e.name == "grüße – ünïcödé.txt".as_bytes())
+        );
+
+        // Metadata.
+        let md = fs.lstat(&gp("/BIG.BIN")).unwrap();
+        assert_eq!(
+            md,
+            Metadata {
+                file_type: FileType::Regular,
+                size: 100_000,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                mtime: MTIME,
+                ino: 0,
+                nlink: 1
+            }
+        );
+        assert_eq!(fs.lstat(&gp("/empty")).unwrap().mode, 0o444);
+        let d = fs.lstat(&gp("/Dir One")).unwrap();
+        assert_eq!(
+            (d.file_type, d.mode, d.size),
+            (FileType::Directory, 0o755, 0)
+        );
+        assert_eq!(
+            fs.lstat(&GuestPath::root()).unwrap().file_type,
+            FileType::Directory
+        );
+
+        // Positional reads in random order.
+        let big = output(mtools("mtype", &img).args(["-b", "::/BIG.BIN"])).unwrap();
+        let mut rng = Rng(11);
+        for _ in 0..50 {
+            let off = rng.below(big.len() as u64 + 10);
+            let mut buf = vec![0u8; 1 + rng.below(5000) as usize];
+            let n = fs.read_at(&gp("/big.bin"), off, &mut buf).unwrap();
+            let s = (off as usize).min(big.len());
+            let e = (s + buf.len()).min(big.len());
+            assert_eq!(&buf[..n], &big[s..e]);
+        }
+
+        // Errors.
+        assert!(matches!(fs.lstat(&gp("/nope")), Err(Error::NotFound { path }) if path == "/nope"));
+        assert!(matches!(
+            fs.lstat(&gp("/BIG.BIN/x")),
+            Err(Error::NotADirectory { path }) if path == "/BIG.BIN"
+        ));
+        assert!(matches!(
+            fs.read_at(&gp("/Dir One"), 0, &mut [0; 4]),
+            Err(Error::IsADirectory { .. })
+        ));
+        assert!(matches!(
+            fs.read_at(&GuestPath::root(), 0, &mut [0; 4]),
+            Err(Error::IsADirectory { .. })
+        ));
+        assert!(matches!(
+            fs.read_dir(&gp("/BIG.BIN")),
+            Err(Error::NotADirectory { .. })
+        ));
+        assert!(matches!(
+            fs.read_link(&gp("/BIG.BIN")),
+            Err(Error::NotASymlink { .. })
+        ));
+        assert!(fs.read_link(&gp("/nope")).unwrap_err().is_not_found());
+
+        // Nothing was written, or even attempted.
+        assert_eq!(fs.refused_writes(), 0);
+        drop(fs);
+        assert_eq!(dev.to_vec(), original);
+    }
+
+    #[test]
+    fn fat12_reads_like_mtools() {
+        check("12", FsKind::Fat12);
+    }
+
+    #[test]
+    fn fat16_reads_like_mtools() {
+        check("16", FsKind::Fat16);
+    }
+
+    #[test]
+    fn fat32_reads_like_mtools() {
+        check("32", FsKind::Fat32);
+    }
+
+    fn raw_of(img: &[u8]) -> RawBootSector {
+        RawBootSector::read_from_bytes(&img[..512]).unwrap()
+    }
+
+    fn bs_err(raw: &RawBootSector) -> (u64, String) {
+        match BootSector::try_from(raw) {
+            Err(Error::Corrupt {
+                structure,
+                offset,
+                detail,
+            }) => {
+                assert_eq!(structure, "fat boot sector");
+                (offset, detail)
+            }
+            other => panic!("expected corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn boot_sector_validation_branches() {
+        let tmp = tempfile::tempdir().unwrap();
+        let Some(img16) = build(tmp.path(), "16") else {
+            return;
+        };
+        let Some(img32) = build(tmp.path(), "32") else {
+            return;
+        };
+        let (img16, img32) = (std::fs::read(img16).unwrap(), std::fs::read(img32).unwrap());
+        let good = raw_of(&img16);
+        let bs = BootSector::try_from(&good).unwrap();
+        assert_eq!(
+            (bs.kind, bs.bytes_per_sector, bs.fats),
+            (FsKind::Fat16, 512, 2)
+        );
+        assert_eq!(bs.volume_id, Some(0x1234_ABCD));
+        assert_eq!(bs.boot_label.as_deref(), Some("MYLABEL"));
+
+        let mut r = good.clone();
+        r.signature = [0, 0];
+        assert_eq!(bs_err(&r), (510, "signature [00, 00] is not 55 aa".into()));
+        let mut r = good.clone();
+        r.bs_jmp_boot[0] = 0;
+        assert_eq!(
+            bs_err(&r),
+            (0, "jump opcode 0x00 is not 0xeb or 0xe9".into())
+        );
+        let mut r = good.clone();
+        r.bpb_byts_per_sec = U16::new(1000);
+        assert_eq!(
+            bs_err(&r),
+            (
+                0x0B,
+                "bytes per sector 1000 is not a power of two in 512..=4096".into()
+            )
+        );
+        let mut r = good.clone();
+        r.bpb_sec_per_clus = 3;
+        assert_eq!(
+            bs_err(&r),
+            (
+                0x0D,
+                "sectors per cluster 3 is not a power of two in 1..=128".into()
+            )
+        );
+        let mut r = good.clone();
+        r.bpb_rsvd_sec_cnt = U16::new(0);
+        assert_eq!(
+            bs_err(&r),
+            (0x0E, "reserved sectors 0 out of range 1..".into())
+        );
+        let mut r = good.clone();
+        r.bpb_num_fats = 3;
+        assert_eq!(bs_err(&r), (0x10, "fat count 3 out of range 1..=2".into()));
+        let mut r = good.clone();
+        r.bpb_tot_sec32 = U32::new(5);
+        assert_eq!(
+            bs_err(&r),
+            (
+                0x13,
+                "exactly one of total sectors 16 (8192) and 32 (5) must be set".into()
+            )
+        );
+        let mut r = good.clone();
+        r.bpb_root_ent_cnt = U16::new(0);
+        assert_eq!(bs_err(&r), (0x11, "root entries 0 on fat12/16".into()));
+        let mut r = good.clone();
+        r.bpb_fat_sz16 = U16::new(5000);
+        assert_eq!(
+            bs_err(&r),
+            (
+                0x13,
+                "total sectors 8192 leave no data region after 10033 metadata sectors".into()
+            )
+        );
+        let mut r = good.clone();
+        r.bpb_fat_sz16 = U16::new(1);
+        let (at, detail) = bs_err(&r);
+        assert_eq!(at, 0x16);
+        assert!(
+            detail.starts_with("fat of 256 entries too small for "),
+            "{detail}"
+        );
+
+        let good32 = raw_of(&img32);
+        assert_eq!(BootSector::try_from(&good32).unwrap().kind, FsKind::Fat32);
+        let mut r = good32.clone();
+        r.ext[..4].copy_from_slice(&0u32.to_le_bytes());
+        assert_eq!(
+            bs_err(&r),
+            (0x24, "sectors per fat 0 out of range 1..".into())
+        );
+        let mut r = good32.clone();
+        r.bpb_root_ent_cnt = U16::new(16);
+        assert_eq!(
+            bs_err(&r),
+            (
+                0x11,
+                "fat32 with root entries 16 and total sectors 16 0 (both must be 0)".into()
+            )
+        );
+        let mut r = good32.clone();
+        r.bpb_sec_per_clus = 128;
+        let (at, detail) = bs_err(&r);
+        assert_eq!(at, 0x16);
+        assert!(
+            detail.ends_with("clusters mean Fat12 but sectors per fat 16 is 0"),
+            "{detail}"
+        );
+        let mut r = good32.clone();
+        r.ext[0x2A - 0x24] = 1;
+        assert_eq!(bs_err(&r), (0x2A, "fat32 version 1 is not 0".into()));
+        let mut r = good32.clone();
+        r.ext[0x30 - 0x24..0x32 - 0x24].copy_from_slice(&40u16.to_le_bytes());
+        assert_eq!(
+            bs_err(&r),
+            (
+                0x30,
+                "fsinfo sector 40 or backup boot sector 6 outside 0..32".into()
+            )
+        );
+        let mut r = good32.clone();
+        r.ext[0x2C - 0x24..0x30 - 0x24].copy_from_slice(&1u32.to_le_bytes());
+        let (at, detail) = bs_err(&r);
+        assert_eq!(at, 0x2C);
+        assert!(
+            detail.starts_with("root cluster 1 out of range 2.."),
+            "{detail}"
+        );
+
+        // The volume must fit on its device.
+        let short = MemDisk::from_vec(img16[..1 << 20].to_vec());
+        assert_eq!(
+            BootSector::read(&short).unwrap_err().to_string(),
+            "corrupt fat boot sector at 0x13: total sectors 8192 of 512 bytes exceed the 1048576-byte device"
+        );
+    }
+
+    /// The first cluster and offset of the root directory entry whose 8.3 name starts `prefix`.
+    fn root_entry(img: &[u8], bs: &BootSector, prefix: &[u8]) -> (u64, usize) {
+        let root = bs.root_dir_offset() as usize;
+        for at in (root..root + bs.root_entries as usize * 32).step_by(32) {
+            let e = &img[at..at + 32];
+            if e[11] != ATTR_LONG_NAME && e.starts_with(prefix) {
+                return (u64::from(u16::from_le_bytes([e[26], e[27]])), at);
+            }
+        }
+        panic!("no root entry {prefix:?}");
+    }
+
+    fn set_fat16(img: &mut [u8], bs: &BootSector, cluster: u64, value: u16) {
+        for copy in 0..bs.fats {
+            let at = (bs.fat_offset() + copy * bs.fat_sectors * bs.bytes_per_sector + cluster * 2)
+                as usize;
+            img[at..at + 2].copy_from_slice(&value.to_le_bytes());
+        }
+    }
+
+    #[test]
+    fn cyclic_directory_chain_ends_in_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let Some(img) = build(tmp.path(), "16") else {
+            return;
+        };
+        let mut img = std::fs::read(img).unwrap();
+        let bs = BootSector::try_from(&raw_of(&img)).unwrap();
+        let (dir, _) = root_entry(&img, &bs, b"DIRONE");
+        // The directory's only cluster: every entry deleted, and the chain points to itself.
+        let at = (bs.data_offset() + (dir - 2) * bs.cluster_size()) as usize;
+        for e in img[at..at + bs.cluster_size() as usize].chunks_exact_mut(32) {
+            e.fill(0);
+            e[0] = DIR_ENTRY_FREE;
+        }
+        set_fat16(&mut img, &bs, dir, dir as u16);
+        let fs = FatFs::open(Arc::new(MemDisk::from_vec(img))).unwrap();
+        let e = fs.read_dir(&gp("/Dir One")).unwrap_err();
+        assert!(
+            matches!(&e, Error::LimitExceeded { limit, .. } if *limit == 16 << 20),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "/Dir One: bytes read by one call exceeds the limit of 16777216"
+        );
+        // The rest of the volume is still readable.
+        assert_eq!(fs.read_file(b"/empty", 1).unwrap(), b"");
+    }
+
+    #[test]
+    fn bad_cluster_numbers_are_corrupt_not_panics() {
+        let tmp = tempfile::tempdir().unwrap();
+        let Some(img) = build(tmp.path(), "16") else {
+            return;
+        };
+        let img = std::fs::read(img).unwrap();
+        let bs = BootSector::try_from(&raw_of(&img)).unwrap();
+        let (first, _) = root_entry(&img, &bs, b"BIG     BIN");
+        // Cluster 1 is reserved (fatfs subtracts 2 from it and panics in debug builds, which the
+        // guard catches); 0xFFF0 lies past the volume; 0xFFFF ends the chain too early.
+        for next in [1u16, 0xFFF0, 0xFFFF] {
+            let mut bad = img.clone();
+            set_fat16(&mut bad, &bs, first, next);
+            let fs = FatFs::open(Arc::new(MemDisk::from_vec(bad))).unwrap();
+            let e = fs.read_file(b"/BIG.BIN", 1 << 20).unwrap_err();
+            assert!(
+                matches!(&e, Error::Corrupt { structure, .. } if structure == "fat filesystem"),
+                "{next:#x}: {e}"
+            );
+            if next == 0xFFFF {
+                assert_eq!(
+                    e.to_string(),
+                    "corrupt fat filesystem at 0x0: /BIG.BIN: cluster chain ends at byte 512 of a 100000-byte file"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unix_time_of_fat_dates() {
+        let dt = |year, month, day, hour, min, sec| fatfs::DateTime {
+            date: fatfs::Date { year, month, day },
+            time: fatfs::Time {
+                hour,
+                min,
+                sec,
+                millis: 0,
+            },
+        };
+        assert_eq!(unix_time(dt(1980, 1, 1, 0, 0, 0)), 315_532_800);
+        assert_eq!(unix_time(dt(2020, 1, 2, 3, 4, 6)), MTIME);
+        assert_eq!(unix_time(dt(2024, 2, 29, 23, 59, 58)), 1_709_251_198);
+        // Out-of-range fields from a damaged entry still give a number.
+        let _ = unix_time(dt(2107, 15, 31, 31, 63, 62));
+        let _ = unix_time(dt(1980, 0, 0, 0, 0, 0));
     }
 }
