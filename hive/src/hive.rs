@@ -6,18 +6,29 @@ use crate::hbin::{CellMap, file_offset};
 use crate::key_node::Key;
 use crate::log;
 
-/// Largest hive file accepted (a limit of this library; the largest real hives, SOFTWARE and
+/// Largest hive (or transaction log) file accepted (a limit of this library; the largest real hives, SOFTWARE and
 /// COMPONENTS on busy servers, are a few hundred MiB).
 pub const MAX_HIVE_SIZE: usize = 512 << 20;
 /// Deepest key path accepted (Windows' documented registry tree depth limit is 512 levels).
 pub const MAX_KEY_DEPTH: usize = 512;
 
 /// How to open a hive; see [`Hive::options`].
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct HiveOptions {
     allow_dirty: bool,
     log1: Option<Vec<u8>>,
     log2: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for HiveOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Lengths only: the logs can be many MiB.
+        f.debug_struct("HiveOptions")
+            .field("allow_dirty", &self.allow_dirty)
+            .field("log1_len", &self.log1.as_ref().map(Vec::len))
+            .field("log2_len", &self.log2.as_ref().map(Vec::len))
+            .finish()
+    }
 }
 
 impl HiveOptions {
@@ -50,14 +61,19 @@ impl HiveOptions {
     /// [`MAX_HIVE_SIZE`] or of unknown versions; `Dirty` if the hive has pending log data that
     /// the given logs (if any) cannot replay and `allow_dirty` is off.
     pub fn open(self, mut data: Vec<u8>) -> Result<Hive> {
-        if data.len() > MAX_HIVE_SIZE {
-            return Err(Error::unsupported(
-                "hive size",
-                format!(
-                    "{} bytes, more than the limit of {MAX_HIVE_SIZE}",
-                    data.len()
-                ),
-            ));
+        for (what, len) in [
+            ("hive size", Some(data.len())),
+            ("LOG1 size", self.log1.as_ref().map(Vec::len)),
+            ("LOG2 size", self.log2.as_ref().map(Vec::len)),
+        ] {
+            if let Some(len) = len
+                && len > MAX_HIVE_SIZE
+            {
+                return Err(Error::unsupported(
+                    what,
+                    format!("{len} bytes, more than the limit of {MAX_HIVE_SIZE}"),
+                ));
+            }
         }
         let mut base = BaseBlock::parse(&data, FILE_TYPE_PRIMARY)?;
         let was_dirty = base.is_dirty();

@@ -969,6 +969,18 @@ fn dirty_hives_are_refused_or_read_on_request() {
         Some(1)
     );
 
+    assert_eq!(
+        format!("{:?}", HiveOptions::new().logs(Some(vec![0; 10]), None)),
+        "HiveOptions { allow_dirty: false, log1_len: Some(10), log2_len: None }"
+    );
+    let err = HiveOptions::new()
+        .logs(None, Some(vec![0; crate::MAX_HIVE_SIZE + 1]))
+        .open(HiveBuilder::new().build())
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("unsupported LOG2 size: "),
+        "{err}"
+    );
     let mut bad_sum = HiveBuilder::new().build();
     bad_sum[508] ^= 0xff;
     let err = Hive::from_bytes(bad_sum).unwrap_err();
