@@ -256,7 +256,6 @@ fn partition_devices(
     out
 }
 
-#[allow(clippy::ptr_arg, reason = "LVM-PENDING placeholder")]
 fn add_lvm_devices(devices: &mut Vec<Device>, findings: &mut Vec<Finding>) {
     let pvs: Vec<SharedRead> = devices
         .iter()
@@ -266,14 +265,47 @@ fn add_lvm_devices(devices: &mut Vec<Device>, findings: &mut Vec<Finding>) {
     if pvs.is_empty() {
         return;
     }
-    // LVM-PENDING: wired once disk::lvm lands.
-    let _ = pvs;
-    findings.push(Finding {
-        code: "lvm-pending",
-        severity: Severity::Warning,
-        location: None,
-        message: String::new(),
-    });
+    let scan = match disk::lvm::scan(&pvs) {
+        Ok(s) => s,
+        Err(e) => {
+            findings.push(Finding {
+                code: "lvm-unreadable",
+                severity: Severity::Warning,
+                location: None,
+                message: format!("LVM metadata cannot be read: {e}"),
+            });
+            return;
+        }
+    };
+    for n in &scan.notes {
+        findings.push(Finding {
+            code: n.code,
+            severity: Severity::Warning,
+            location: None,
+            message: n.message.clone(),
+        });
+    }
+    let lvs: Vec<(String, String)> = scan
+        .lvs()
+        .filter(|(_, lv)| lv.visible())
+        .map(|(vg, lv)| (vg.name.clone(), lv.name.clone()))
+        .collect();
+    for (vg, lv) in lvs {
+        let name = format!("/dev/{vg}/{lv}");
+        match scan.open_lv(&vg, &lv) {
+            Ok(d) => devices.push(Device {
+                report: blank_report(name, d.size()),
+                dev: d,
+                fs: None,
+            }),
+            Err(e) => findings.push(finding(
+                "lvm-lv-unsupported",
+                Severity::Warning,
+                &name,
+                format!("logical volume cannot be opened: {e}"),
+            )),
+        }
+    }
 }
 
 fn probe_and_open(d: &mut Device, findings: &mut Vec<Finding>) {
