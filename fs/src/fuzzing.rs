@@ -169,6 +169,28 @@ pub(crate) mod testutil {
             .collect()
     }
 
+    /// A read-only device over a host file, for images too big to hold in memory.
+    pub(crate) struct FileDisk(std::fs::File, u64);
+
+    impl FileDisk {
+        pub(crate) fn open(path: &Path) -> Arc<Self> {
+            let f = std::fs::File::open(path).expect("open image");
+            let len = f.metadata().expect("stat image").len();
+            Arc::new(Self(f, len))
+        }
+    }
+
+    impl disk::BlockRead for FileDisk {
+        fn size(&self) -> u64 {
+            self.1
+        }
+        fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> disk::Result<()> {
+            disk::check_range(self.1, offset, buf.len() as u64)?;
+            std::os::unix::fs::FileExt::read_exact_at(&self.0, buf, offset)
+                .map_err(|e| disk::Error::io(offset, e))
+        }
+    }
+
     /// The whole file as an in-memory device.
     pub(crate) fn mem_file(file: &Path) -> Arc<MemDisk> {
         Arc::new(MemDisk::from_vec(std::fs::read(file).expect("read image")))

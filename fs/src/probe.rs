@@ -189,10 +189,12 @@ fn probe_md_at(dev: &dyn BlockRead, offset: u64, major: u32) -> Result<Option<Pr
         return Ok(None);
     }
     if major == 0 {
-        // v0.90: set_uuid0 at word 5, set_uuid1..3 at words 13..16, as stored.
+        // v0.90: set_uuid0 at word 5, set_uuid1..3 at words 13..16; blkid prints each word's
+        // value, most significant byte first.
         let mut u = [0u8; 16];
-        u[..4].copy_from_slice(&sb[20..24]);
-        u[4..].copy_from_slice(&sb[52..64]);
+        for (i, word) in [5usize, 13, 14, 15].into_iter().enumerate() {
+            u[i * 4..i * 4 + 4].copy_from_slice(&le(word * 4).to_be_bytes());
+        }
         return Ok(found(FsKind::MdRaid, format_uuid(&u), None));
     }
     // v1.x: super_offset (in sectors, at byte 144) must point back at this superblock.
@@ -491,4 +493,378 @@ pub fn open(dev: Arc<dyn BlockRead>) -> Result<Box<dyn FsRead>> {
             ));
         }
     })
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "test images and offsets are small"
+)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use disk::MemDisk;
+    use disk::testkit::FaultyDisk;
+
+    use super::*;
+    use crate::fuzzing::testutil::{FileDisk, blkid, have, need, run};
+
+    /// Probes `img` and checks kind, UUID and label against `blkid -p`.
+    fn same_as_blkid(img: &Path, kind: FsKind) -> Probe {
+        let p = probe(&*FileDisk::open(img)).unwrap();
+        let id = blkid(img);
+        assert_eq!(p.kind, kind, "{img:?}");
+        assert_eq!(kind.blkid_name(), id["TYPE"], "{img:?}");
+        assert_eq!(
+            p.uuid.as_deref(),
+            id.get("UUID").map(String::as_str),
+            "{img:?}"
+        );
+        assert_eq!(
+            p.label.as_deref(),
+            id.get("LABEL").map(String::as_str),
+            "{img:?}"
+        );
+        p
+    }
+
+    fn sparse(dir: &Path, name: &str, size: u64) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::File::create(&p).unwrap().set_len(size).unwrap();
+        p
+    }
+
+    #[test]
+    fn ext_kinds_like_blkid() {
+        if !need(&["mke2fs", "blkid"]) {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        for (t, kind) in [
+            ("ext2", FsKind::Ext2),
+            ("ext3", FsKind::Ext3),
+            ("ext4", FsKind::Ext4),
+        ] {
+            let img = tmp.path().join(t);
+            assert!(run(Command::new("mke2fs")
+                .args(["-q", "-F", "-t", t, "-L", &format!("lbl-{t}")])
+                .arg(&img)
+                .arg("8M")));
+            let p = same_as_blkid(&img, kind);
+            assert_eq!(p.label.as_deref(), Some(format!("lbl-{t}").as_str()));
+        }
+        // ext4 without a journal is still ext4 (extents), as blkid says.
+        let img = tmp.path().join("nojournal");
+        assert!(run(Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4", "-O", "^has_journal"])
+            .arg(&img)
+            .arg("8M")));
+        let p = same_as_blkid(&img, FsKind::Ext4);
+        assert_eq!(p.label, None);
+    }
+
+    #[test]
+    fn fat_kinds_like_blkid() {
+        if !need(&["mkfs.vfat", "blkid"]) {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        for (bits, kb, kind) in [
+            ("12", "2048", FsKind::Fat12),
+            ("16", "8192", FsKind::Fat16),
+            ("32", "34816", FsKind::Fat32),
+        ] {
+            for label in ["BOOT", ""] {
+                let img = tmp.path().join(format!("fat{bits}{label}"));
+                let _ = std::fs::remove_file(&img);
+                assert!(run(Command::new("mkfs.vfat")
+                    .args(["-C", "-F", bits, "-s", "1", "-i", "0badcafe", "-n", label])
+                    .arg(&img)
+                    .arg(kb)));
+                let p = same_as_blkid(&img, kind);
+                assert_eq!(p.uuid.as_deref(), Some("0BAD-CAFE"));
+                assert_eq!(p.label.as_deref(), (!label.is_empty()).then_some(label));
+            }
+        }
+    }
+
+    #[test]
+    fn swap_btrfs_xfs_ntfs_like_blkid() {
+        let tmp = tempfile::tempdir().unwrap();
+        if need(&["mkswap", "blkid"]) {
+            let img = sparse(tmp.path(), "swap", 16 << 20);
+            assert!(run(Command::new("mkswap")
+                .args(["-L", "swappy", "-U", "6f0a3c5e-2b1d-4e8f-9a7b-1c2d3e4f5a6b"])
+                .arg(&img)));
+            let p = same_as_blkid(&img, FsKind::Swap);
+            assert_eq!(
+                p.uuid.as_deref(),
+                Some("6f0a3c5e-2b1d-4e8f-9a7b-1c2d3e4f5a6b")
+            );
+        }
+        if need(&["mkfs.btrfs", "blkid"]) {
+            let img = sparse(tmp.path(), "btrfs", 128 << 20);
+            assert!(run(Command::new("mkfs.btrfs")
+                .args(["-q", "-f", "-L", "data"])
+                .arg(&img)));
+            assert_eq!(
+                same_as_blkid(&img, FsKind::Btrfs).label.as_deref(),
+                Some("data")
+            );
+        }
+        if need(&["mkfs.xfs", "blkid"]) {
+            let img = sparse(tmp.path(), "xfs", 300 << 20);
+            assert!(run(Command::new("mkfs.xfs")
+                .args(["-q", "-f", "-L", "root"])
+                .arg(&img)));
+            assert_eq!(
+                same_as_blkid(&img, FsKind::Xfs).label.as_deref(),
+                Some("root")
+            );
+        }
+        if need(&["mkntfs", "blkid"]) {
+            let img = sparse(tmp.path(), "ntfs", 16 << 20);
+            assert!(run(Command::new("mkntfs")
+                .args(["-F", "-Q", "-L", "Windows"])
+                .arg(&img)));
+            let p = same_as_blkid(&img, FsKind::Ntfs);
+            assert_eq!(p.label.as_deref(), Some("Windows"));
+            assert_eq!(p.uuid.as_ref().map(String::len), Some(16));
+        }
+    }
+
+    #[test]
+    fn luks_like_blkid() {
+        if !need(&["cryptsetup", "blkid"]) {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let key = tmp.path().join("key");
+        std::fs::write(&key, b"not a secret, only a test key").unwrap();
+        for (ty, label) in [("luks1", None), ("luks2", Some("vault"))] {
+            let img = sparse(tmp.path(), ty, 20 << 20);
+            let mut cmd = Command::new("cryptsetup");
+            cmd.args(["luksFormat", "--batch-mode", "--type", ty])
+                .args(["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"])
+                .arg("--key-file")
+                .arg(&key);
+            if let Some(l) = label {
+                cmd.args(["--label", l]);
+            }
+            if !run(cmd.arg(&img)) {
+                eprintln!("skipping: cryptsetup luksFormat --type {ty} failed");
+                continue;
+            }
+            let p = same_as_blkid(&img, FsKind::Luks);
+            assert_eq!(p.label.as_deref(), label);
+            assert_eq!(p.uuid.as_ref().map(String::len), Some(36));
+        }
+    }
+
+    /// An md v1.x superblock for a device of `size` bytes at `offset`, with a valid checksum.
+    fn md_v1(size: usize, offset: usize) -> Vec<u8> {
+        let mut img = vec![0u8; size];
+        let sb = &mut img[offset..offset + 1024];
+        sb[0..4].copy_from_slice(&MD_MAGIC.to_le_bytes());
+        sb[4..8].copy_from_slice(&1u32.to_le_bytes());
+        sb[16..32].copy_from_slice(&core::array::from_fn::<u8, 16, _>(|i| i as u8 + 1));
+        sb[32..38].copy_from_slice(b"host:0");
+        sb[72..76].copy_from_slice(&1u32.to_le_bytes()); // level 1
+        sb[92..96].copy_from_slice(&2u32.to_le_bytes()); // raid_disks
+        sb[144..152].copy_from_slice(&(offset as u64 / 512).to_le_bytes());
+        sb[220..224].copy_from_slice(&2u32.to_le_bytes()); // max_dev
+        // sb_csum: 32-bit words of the first 256 + 2 * max_dev bytes, folded.
+        let sum: u64 = sb[..260]
+            .chunks_exact(4)
+            .map(|w| u64::from(u32::from_le_bytes(w.try_into().unwrap())))
+            .sum();
+        let csum = ((sum & 0xFFFF_FFFF) + (sum >> 32)) as u32;
+        sb[216..220].copy_from_slice(&csum.to_le_bytes());
+        img
+    }
+
+    #[test]
+    fn md_superblocks_like_blkid() {
+        let size = 8 << 20;
+        let v10 = ((size / 512 - 16) & !7) * 512;
+        let tmp = tempfile::tempdir().unwrap();
+        for (name, at) in [("1.0", v10), ("1.1", 0), ("1.2", 4096)] {
+            let img = md_v1(size, at);
+            let p = probe(&MemDisk::from_vec(img.clone())).unwrap();
+            assert_eq!(
+                p,
+                Probe {
+                    kind: FsKind::MdRaid,
+                    uuid: Some("01020304-0506-0708-090a-0b0c0d0e0f10".into()),
+                    label: Some("host:0".into()),
+                },
+                "v{name}"
+            );
+            if have("blkid") {
+                let f = tmp.path().join(name);
+                std::fs::write(&f, &img).unwrap();
+                same_as_blkid(&f, FsKind::MdRaid);
+            }
+        }
+        // v0.90 at the last 64 KiB-aligned 64 KiB.
+        let mut img = vec![0u8; size];
+        let at = (size & !0xFFFF) - 0x10000;
+        for (word, v) in [
+            (0usize, MD_MAGIC),
+            (2, 90),
+            (5, 0x1122_3344),
+            (13, 0x5566_7788),
+        ] {
+            img[at + word * 4..at + word * 4 + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        let p = probe(&MemDisk::from_vec(img.clone())).unwrap();
+        assert_eq!(
+            p.uuid.as_deref(),
+            Some("11223344-5566-7788-0000-000000000000")
+        );
+        if have("blkid") {
+            let f = tmp.path().join("0.90");
+            std::fs::write(&f, &img).unwrap();
+            same_as_blkid(&f, FsKind::MdRaid);
+        }
+        // A v1 magic whose super_offset points elsewhere is not a superblock.
+        let mut img = md_v1(size, 4096);
+        img[4096 + 144] = 9;
+        assert_eq!(
+            probe(&MemDisk::from_vec(img)).unwrap().kind,
+            FsKind::Unknown
+        );
+    }
+
+    /// An LVM2 label in sector 1, as `pvcreate` writes it.
+    fn lvm_label(uuid: &[u8; 32]) -> Vec<u8> {
+        let mut img = vec![0u8; 1 << 20];
+        let l = &mut img[512..1024];
+        l[..8].copy_from_slice(LVM_LABEL_ID);
+        l[8..16].copy_from_slice(&1u64.to_le_bytes());
+        l[20..24].copy_from_slice(&32u32.to_le_bytes());
+        l[24..32].copy_from_slice(LVM_LABEL_TYPE);
+        l[32..64].copy_from_slice(uuid);
+        img
+    }
+
+    #[test]
+    fn lvm_pv_label() {
+        let p = probe(&MemDisk::from_vec(lvm_label(
+            b"HPJ7fr62acrD86KMe0QbSBAClkxouRBr",
+        )))
+        .unwrap();
+        assert_eq!(
+            p,
+            Probe {
+                kind: FsKind::LvmPv,
+                uuid: Some("HPJ7fr-62ac-rD86-KMe0-QbSB-AClk-xouRBr".into()),
+                label: None,
+            }
+        );
+        // A damaged UUID still identifies the PV, without a UUID.
+        let p = probe(&MemDisk::from_vec(lvm_label(&[0xFF; 32]))).unwrap();
+        assert_eq!((p.kind, p.uuid), (FsKind::LvmPv, None));
+    }
+
+    #[test]
+    fn lvm_pv_like_blkid_via_loop_device() {
+        if !need(&["pvcreate", "losetup", "blkid"]) {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let img = sparse(tmp.path(), "pv", 8 << 20);
+        let Some(out) = crate::fuzzing::testutil::output(
+            Command::new("losetup").args(["-f", "--show"]).arg(&img),
+        ) else {
+            eprintln!("skipping: no loop device");
+            return;
+        };
+        let loopdev = String::from_utf8_lossy(&out).trim().to_owned();
+        let made = run(Command::new("pvcreate").args(["-y", "-ff", &loopdev]));
+        let _ = run(Command::new("losetup").args(["-d", &loopdev]));
+        if !made {
+            eprintln!("skipping: pvcreate failed");
+            return;
+        }
+        let p = same_as_blkid(&img, FsKind::LvmPv);
+        assert_eq!(p.uuid.as_ref().map(String::len), Some(38));
+    }
+
+    #[test]
+    fn bitlocker_unknown_and_short_devices() {
+        let mut img = vec![0u8; 64 << 10];
+        img[0..3].copy_from_slice(&[0xEB, 0x58, 0x90]);
+        img[3..11].copy_from_slice(BITLOCKER_OEM);
+        img[510..512].copy_from_slice(&[0x55, 0xAA]);
+        let p = probe(&MemDisk::from_vec(img)).unwrap();
+        assert_eq!(
+            p,
+            Probe {
+                kind: FsKind::BitLocker,
+                uuid: None,
+                label: None
+            }
+        );
+        for len in [0usize, 100, 512, 4096, 1 << 20] {
+            let p = probe(&MemDisk::from_vec(vec![0; len])).unwrap();
+            assert_eq!(p.kind, FsKind::Unknown, "{len} zero bytes");
+        }
+        // An external ext journal is not a filesystem.
+        let mut img = vec![0u8; 8192];
+        img[1024 + 0x38..1024 + 0x3A].copy_from_slice(&ext4::EXT_MAGIC.to_le_bytes());
+        img[1024 + 0x60] = ext4::incompat::JOURNAL_DEV as u8;
+        assert_eq!(
+            probe(&MemDisk::from_vec(img)).unwrap().kind,
+            FsKind::Unknown
+        );
+    }
+
+    #[test]
+    fn io_errors_propagate() {
+        let dev = FaultyDisk::new(MemDisk::from_vec(vec![0; 1 << 20]), vec![0..1]);
+        assert!(matches!(
+            probe(&dev),
+            Err(Error::Disk(disk::Error::Io { offset: 0, .. }))
+        ));
+    }
+
+    #[test]
+    fn open_dispatches_by_kind() {
+        if !need(&["mke2fs", "mkswap"]) {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let img = tmp.path().join("ext4");
+        assert!(run(Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4"])
+            .arg(&img)
+            .arg("8M")));
+        let fs = open(FileDisk::open(&img)).unwrap();
+        assert_eq!(fs.info().kind, FsKind::Ext4);
+        assert_eq!(fs.read_dir(&crate::GuestPath::root()).unwrap().len(), 1);
+
+        let swap = sparse(tmp.path(), "swap", 1 << 20);
+        assert!(run(Command::new("mkswap").arg(&swap)));
+        let e = open(FileDisk::open(&swap)).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "unsupported filesystem: swap is recognised but cannot be read"
+        );
+        let e = open(Arc::new(MemDisk::from_vec(vec![0; 4096])))
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.to_string(),
+            "unsupported filesystem: no filesystem recognised"
+        );
+        let e = open(Arc::new(MemDisk::from_vec(lvm_label(&[b'a'; 32]))))
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.to_string(),
+            "unsupported filesystem: LVM2_member is recognised but cannot be read"
+        );
+    }
 }
