@@ -78,11 +78,13 @@ impl Lock {
     }
 }
 
-/// Returns `final_path`, creating it with `make(tmp_path, work_dir)` if absent: under the lock,
-/// in a temporary directory beside it, then renamed. Older entries `<name>-*.<ext>` are removed.
+/// Returns `final_path`, creating it with `make(tmp_path, work_dir)` if absent: under the lock
+/// `<lock>.lock`, in a temporary directory beside it, then renamed. Older entries of the same
+/// image and extension (`<image>-<otherkey>.<ext>`) are removed.
 pub(crate) fn get_or_build(
     dir: &Path,
-    name: &str,
+    image: &str,
+    lock: &str,
     final_path: &Path,
     make: impl FnOnce(&Path, &Path) -> Result<()>,
 ) -> Result<PathBuf> {
@@ -90,18 +92,18 @@ pub(crate) fn get_or_build(
         return Ok(final_path.to_path_buf());
     }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let _lock = Lock::acquire(dir, name)?;
+    let _lock = Lock::acquire(dir, lock)?;
     if final_path.exists() {
         return Ok(final_path.to_path_buf());
     }
     let work = tempfile::Builder::new()
-        .prefix(&format!(".{name}-"))
+        .prefix(&format!(".{lock}-"))
         .tempdir_in(dir)
         .map_err(io(dir))?;
     let tmp = work.path().join("out.img");
     make(&tmp, work.path())?;
     std::fs::rename(&tmp, final_path).map_err(io(final_path))?;
-    remove_stale(dir, name, final_path);
+    remove_stale(dir, image, final_path);
     Ok(final_path.to_path_buf())
 }
 
@@ -209,7 +211,7 @@ mod tests {
         std::fs::write(&stale, b"old").unwrap();
         let target = dir.path().join("x-fedcba9876543210.raw");
         let mut calls = 0;
-        let p = get_or_build(dir.path(), "x", &target, |tmp, _| {
+        let p = get_or_build(dir.path(), "x", "x", &target, |tmp, _| {
             calls += 1;
             std::fs::write(tmp, b"new").map_err(io(tmp))
         })
@@ -217,8 +219,10 @@ mod tests {
         assert_eq!(p, target);
         assert_eq!(std::fs::read(&target).unwrap(), b"new");
         assert!(!stale.exists());
-        let again =
-            get_or_build(dir.path(), "x", &target, |_, _| panic!("must not rebuild")).unwrap();
+        let again = get_or_build(dir.path(), "x", "x", &target, |_, _| {
+            panic!("must not rebuild")
+        })
+        .unwrap();
         assert_eq!(again, target);
         assert_eq!(calls, 1);
     }
@@ -227,7 +231,7 @@ mod tests {
     fn failed_build_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("y-fedcba9876543210.raw");
-        let err = get_or_build(dir.path(), "y", &target, |_, _| {
+        let err = get_or_build(dir.path(), "y", "y", &target, |_, _| {
             Err(Error::Invalid("boom".into()))
         })
         .unwrap_err();

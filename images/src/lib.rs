@@ -18,6 +18,8 @@
 
 mod builders;
 mod cache;
+#[cfg(test)]
+mod checks;
 mod error;
 mod expected;
 mod hive;
@@ -104,7 +106,7 @@ pub fn build(name: &str) -> Result<PathBuf> {
     let key = key(name)?;
     let dir = cache_dir();
     let path = dir.join(format!("{name}-{key}.raw"));
-    cache::get_or_build(&dir, name, &path, |tmp, work| {
+    cache::get_or_build(&dir, name, name, &path, |tmp, work| {
         let plan = (b.plan)()?;
         tracing::debug!(image = name, "building");
         make::realise(&plan, tmp, work)
@@ -119,7 +121,7 @@ pub fn build_qcow2(name: &str) -> Result<PathBuf> {
     let raw = build(name)?;
     let qcow = raw.with_extension("qcow2");
     let dir = cache_dir();
-    cache::get_or_build(&dir, &format!("{name}.qcow2"), &qcow, |tmp, _| {
+    cache::get_or_build(&dir, name, &format!("{name}.qcow2"), &qcow, |tmp, _| {
         tools::run(
             tools::command(tools::QEMU_IMG)?
                 .args(["convert", "-f", "raw", "-O", "qcow2"])

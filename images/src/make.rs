@@ -68,6 +68,21 @@ pub(crate) fn realise(plan: &Plan, out: &Path, work: &Path) -> Result<()> {
 
 fn partition(plan: &Plan, out: &Path) -> Result<()> {
     let gpt = matches!(plan.table, Table::Gpt { .. });
+    // sfdisk numbers GPT entries 1, 2, … and MBR entries 1–4 then logical partitions from 5;
+    // the plan's numbers (used in fstab and the expected facts) must agree.
+    let mut want = 1;
+    for p in &plan.parts {
+        if !gpt && want <= 4 && p.number >= 5 {
+            want = 5;
+        }
+        if p.number != want {
+            return Err(Error::Invalid(format!(
+                "{}: partition numbered {} but sfdisk will call it {want}",
+                plan.name, p.number
+            )));
+        }
+        want += 1;
+    }
     let mut s = String::new();
     match &plan.table {
         Table::Mbr { signature } => {
@@ -305,6 +320,8 @@ impl NtfsMount {
             .arg(img)
             .arg(mnt)
             .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .map_err(io(img))?;
         let mut me = Self {
@@ -313,15 +330,13 @@ impl NtfsMount {
         };
         let start = Instant::now();
         while !me.mounted()? {
-            if let Some(c) = me.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    me.child = None;
-                    return Err(Error::ToolFailed {
-                        command: format!("ntfs-3g {} {}", img.display(), mnt.display()),
-                        status: status.to_string(),
-                        stderr: String::new(),
-                    });
-                }
+            if let Some(Ok(Some(status))) = me.child.as_mut().map(Child::try_wait) {
+                me.child = None;
+                return Err(Error::ToolFailed {
+                    command: format!("ntfs-3g {} {}", img.display(), mnt.display()),
+                    status: status.to_string(),
+                    stderr: String::new(),
+                });
             }
             if start.elapsed() > MOUNT_TIMEOUT {
                 return Err(Error::Invalid(format!(

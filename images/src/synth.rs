@@ -45,8 +45,7 @@ pub(crate) fn pe64(subsystem: u16, tag: &str) -> Vec<u8> {
     put16(&mut b, c + 2, 1); // NumberOfSections
     put32(&mut b, c + 4, 0x6553_f100); // TimeDateStamp, fixed
     put16(&mut b, c + 16, 240); // SizeOfOptionalHeader (PE32+ with 16 directories)
-    let dll = 0;
-    put16(&mut b, c + 18, 0x0022 | dll); // EXECUTABLE_IMAGE | LARGE_ADDRESS_AWARE
+    put16(&mut b, c + 18, 0x0022); // EXECUTABLE_IMAGE | LARGE_ADDRESS_AWARE
     // Optional header, PE32+.
     let o = c + 20;
     put16(&mut b, o, PE32_PLUS_MAGIC);
@@ -54,12 +53,7 @@ pub(crate) fn pe64(subsystem: u16, tag: &str) -> Vec<u8> {
     put32(&mut b, o + 4, 0x200); // SizeOfCode
     put32(&mut b, o + 16, 0x1000); // AddressOfEntryPoint
     put32(&mut b, o + 20, 0x1000); // BaseOfCode
-    let image_base: u64 = if subsystem == SUBSYSTEM_NATIVE {
-        0x1_4000_0000
-    } else {
-        0x1_4000_0000
-    };
-    put64(&mut b, o + 24, image_base);
+    put64(&mut b, o + 24, 0x1_4000_0000); // ImageBase
     put32(&mut b, o + 32, 0x1000); // SectionAlignment
     put32(&mut b, o + 36, 0x200); // FileAlignment
     put16(&mut b, o + 40, 10); // OS version major

@@ -96,14 +96,18 @@ pub(crate) fn command(tool: Tool) -> Result<Command> {
     Ok(Command::new(locate(tool)?))
 }
 
-/// The first line of the tool's version output (stdout, else stderr), for the cache key.
+/// The tool's identity for the cache key: the first line of its version output (stdout, else
+/// stderr) and a digest of the program file itself, since some tools (`mkfs.vfat`,
+/// `hivexregedit`) print no version.
 pub(crate) fn version(tool: Tool) -> Result<String> {
-    let out = command(tool)?
+    use sha2::Digest as _;
+    let path = locate(tool)?;
+    let out = Command::new(&path)
         .arg(tool.version_arg)
         .stdin(Stdio::null())
         .output()
         .map_err(|source| Error::Io {
-            path: tool.program.into(),
+            path: path.clone(),
             source,
         })?;
     let text = if out.stdout.iter().any(|b| !b.is_ascii_whitespace()) {
@@ -112,14 +116,19 @@ pub(crate) fn version(tool: Tool) -> Result<String> {
         out.stderr
     };
     let text = String::from_utf8_lossy(&text);
-    Ok(format!(
-        "{}: {}",
-        tool.program,
-        text.lines()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim()
-    ))
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    let bytes = std::fs::read(&path).map_err(|source| Error::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let digest = sha2::Sha256::digest(&bytes);
+    let short: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    Ok(format!("{}: {first} (sha256 {short})", tool.program))
 }
 
 /// Runs `cmd` with stdin `input`, returns its stdout, or [`Error::ToolFailed`] with its stderr.
