@@ -823,7 +823,10 @@ mod tests {
 
     #[test]
     fn io_errors_propagate() {
-        let dev = FaultyDisk::new(MemDisk::from_vec(vec![0; 1 << 20]), vec![0..1]);
+        let dev = FaultyDisk::new(
+            MemDisk::from_vec(vec![0; 1 << 20]),
+            std::iter::once(0..1).collect(),
+        );
         assert!(matches!(
             probe(&dev),
             Err(Error::Disk(disk::Error::Io { offset: 0, .. }))
