@@ -16,8 +16,8 @@ const MAX_DEPTH: usize = 16;
 const MAX_ENTRIES: usize = 10_000;
 /// Most bytes read from one file.
 const MAX_FILE_BYTES: u64 = 1 << 20;
-/// Read chunk size.
-const CHUNK: usize = 64 * 1024;
+/// Read chunk size: the whole cap at once, so a file costs one lookup.
+const CHUNK: usize = 1 << 20;
 
 /// Opens `data` as an NTFS volume and walks it: every directory (to depth 16, at most 10,000
 /// entries), `lstat` of every entry, every symlink's target and up to 1 MiB of every file.
@@ -61,6 +61,9 @@ pub(super) fn walk(fs: &dyn FsRead) -> usize {
                         match fs.read_at(&p, off, &mut buf) {
                             Ok(n) if n > 0 => off += u64::try_from(n).unwrap_or(MAX_FILE_BYTES),
                             _ => break,
+                        }
+                        if off < MAX_FILE_BYTES && md.size <= off {
+                            break;
                         }
                     }
                 }

@@ -487,27 +487,26 @@ fn mkntfs_volume_info() {
     assert_eq!(fs.volume_flags().flags & 1, 1);
 }
 
-/// Offset of the `$VOLUME_INFORMATION` value in MFT record 3 of `img` (test helper: scans
-/// record 3 for the attribute type 0x70 and follows its resident value offset).
+/// Offset of the `$VOLUME_INFORMATION` value in MFT record 3 of `img`.
 fn find_volume_information(img: &[u8]) -> Option<usize> {
+    find_resident_value(img, 3, 0x70)
+}
+
+/// Offset in `img` of the resident value of the first attribute of type `ty` in MFT record
+/// `record` (test helper for images with 4 KiB clusters and 1 KiB records; it walks the record's
+/// attribute headers: type at +0, length at +4, value offset at +0x14).
+fn find_resident_value(img: &[u8], record: usize, ty: u32) -> Option<usize> {
+    let u16_at = |o: usize| usize::from(u16::from_le_bytes([img[o], img[o + 1]]));
+    let u32_at = |o: usize| u32::from_le_bytes(img[o..o + 4].try_into().unwrap());
     let mft = usize::try_from(u64::from_le_bytes(img[0x30..0x38].try_into().ok()?)).ok()? * 4096;
-    let rec = mft + 3 * 1024;
-    let mut off = rec
-        + usize::from(u16::from_le_bytes(
-            img[rec + 0x14..rec + 0x16].try_into().ok()?,
-        ));
-    while off < rec + 1024 {
-        let ty = u32::from_le_bytes(img[off..off + 4].try_into().ok()?);
-        let len =
-            usize::try_from(u32::from_le_bytes(img[off + 4..off + 8].try_into().ok()?)).ok()?;
-        if ty == 0x70 {
-            return Some(
-                off + usize::from(u16::from_le_bytes(
-                    img[off + 0x14..off + 0x16].try_into().ok()?,
-                )),
-            );
+    let rec = mft + record * 1024;
+    let mut off = rec + u16_at(rec + 0x14);
+    while off + 8 < rec + 1024 {
+        let len = usize::try_from(u32_at(off + 4)).ok()?;
+        if u32_at(off) == ty {
+            return Some(off + u16_at(off + 0x14));
         }
-        if ty == 0xffff_ffff || len == 0 {
+        if u32_at(off) == 0xffff_ffff || len == 0 {
             return None;
         }
         off += len;
@@ -861,6 +860,10 @@ fn fuzz_mutations(range: std::ops::Range<u64>) {
         usize::try_from(u64::from_le_bytes(seed[0x30..0x38].try_into().unwrap())).unwrap() * 4096;
     // The first 64 MFT records hold the metafiles and every file of the seed image.
     let mft_len = 64 * 1024;
+    let indx: Vec<usize> = (0..seed.len() / 4096)
+        .map(|c| c * 4096)
+        .filter(|&o| &seed[o..o + 4] == b"INDX")
+        .collect();
     let pick = |r: u64, n: usize| usize::try_from(r % u64::try_from(n).unwrap()).unwrap();
     for i in range {
         // Each mutation has its own PRNG stream, so the four ranges are independent.
@@ -882,10 +885,14 @@ fn fuzz_mutations(range: std::ops::Range<u64>) {
                     m[at] ^= 1 << pick(next(), 8);
                 }
             }
-            // Anywhere (index records, data).
+            // Index records (directories' B+ tree nodes), or anywhere if there are none.
             3 => {
-                for _ in 0..1 + pick(next(), 8) {
-                    let at = pick(next(), m.len());
+                for _ in 0..1 + pick(next(), 4) {
+                    let at = if indx.is_empty() {
+                        pick(next(), m.len())
+                    } else {
+                        indx[pick(next(), indx.len())] + pick(next(), 4096)
+                    };
                     m[at] = u8::try_from(next() & 0xff).unwrap();
                 }
             }
@@ -911,7 +918,78 @@ fn fuzz_mutations(range: std::ops::Range<u64>) {
     }
 }
 
-// Regression tests for panics in the `ntfs` crate, found by the mutation test.
+/// The `ntfs` crate slices an index entry to its stored length before checking that the length
+/// covers the 16-byte entry header, then reads the flags byte at offset 12: an entry length of 0
+/// panics inside the crate. The guard turns it into a corruption error.
+#[test]
+fn index_entry_shorter_than_its_header_is_corrupt_not_a_panic() {
+    let Some(seed) = fuzz_seed() else { return };
+    let mut img = seed.to_vec();
+    // Record 5 is the root directory; 0x90 its $INDEX_ROOT. The value is the 16-byte index root
+    // header, then the node header whose first field is the offset of the first entry.
+    let root = find_resident_value(&img, 5, 0x90).expect("root $INDEX_ROOT");
+    let node = root + 16;
+    let first = node
+        + usize::try_from(u32::from_le_bytes(img[node..node + 4].try_into().unwrap())).unwrap();
+    // Index entry length (u16 at +8) := 0.
+    img[first + 8] = 0;
+    img[first + 9] = 0;
+    let fs = open_bytes_result(&img).expect("open reads the root record, not its index");
+    for r in [
+        fs.read_dir(&GuestPath::root()).map(|_| ()),
+        fs.lstat(&gp("/hello.txt")).map(|_| ()),
+    ] {
+        match r {
+            Err(Error::Corrupt { .. }) => {}
+            other => panic!("expected corruption, got {other:?}"),
+        }
+    }
+    // Open itself still works for the other files' records.
+    assert_eq!(fs.info().label.as_deref(), Some("RehostTest"));
+}
+
+fn open_bytes_result(bytes: &[u8]) -> Result<NtfsFs> {
+    NtfsFs::open(Arc::new(MemDisk::from_vec(bytes.to_vec())))
+}
+
+/// An index whose subnode points back at its own record must be reported, not walked forever
+/// (the crate's own iterator would loop inside one call).
+#[test]
+fn index_subnode_cycle_is_corrupt() {
+    let Some(seed) = fuzz_seed() else { return };
+    let fs = open_bytes(seed);
+    assert_eq!(names(&fs, "/Many").len(), FUZZ_MANY);
+    // Find /Many's INDX record (vcn 0) and point every subnode VCN in it at itself: entries with
+    // HAS_SUBNODE (flag 1 at +12) keep their VCN in the last 8 bytes of the entry.
+    let mut img = seed.to_vec();
+    let indx = (0..img.len() / 4096).map(|c| c * 4096).find(|&o| {
+        &img[o..o + 4] == b"INDX" && {
+            // Skip the root directory's index (which holds "hello.txt").
+            !img[o..o + 4096]
+                .windows(18)
+                .any(|w| w == utf16("hello.txt").as_slice())
+        }
+    });
+    let Some(indx) = indx else {
+        panic!("no INDX record for /Many in the seed")
+    };
+    // Make the record claim subnodes, and the first entry point to vcn 0 (itself).
+    let node = indx + 24;
+    let first = node
+        + usize::try_from(u32::from_le_bytes(img[node..node + 4].try_into().unwrap())).unwrap();
+    let len = usize::from(u16::from_le_bytes([img[first + 8], img[first + 9]]));
+    // Grow nothing: reuse the entry's last 8 bytes as the VCN (the name is long enough).
+    img[first + 12] |= 1;
+    img[first + len - 8..first + len].copy_from_slice(&0i64.to_le_bytes());
+    let fs = open_bytes(&img);
+    match fs.read_dir(&gp("/Many")) {
+        Err(Error::Corrupt { detail, .. }) => {
+            assert_eq!(detail, "index record at vcn 0 is referenced twice (cycle)")
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
+
 #[test]
 fn dev_is_send_sync() {
     fn check<T: Send + Sync>() {}
