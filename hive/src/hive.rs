@@ -46,7 +46,8 @@ impl HiveOptions {
         self
     }
 
-    /// The hive's new-format transaction logs (`.LOG1`, `.LOG2`), replayed if the hive is dirty.
+    /// The hive's transaction logs (`.LOG1`, `.LOG2`; new format, or old format from Windows
+    /// XP to 7), replayed if the hive is dirty.
     #[must_use]
     pub fn logs(mut self, log1: Option<Vec<u8>>, log2: Option<Vec<u8>>) -> Self {
         self.log1 = log1;
@@ -156,7 +157,7 @@ impl Hive {
         HiveOptions::new().open(data)
     }
 
-    /// Opens a primary hive file, replaying its new-format transaction logs if it is dirty.
+    /// Opens a primary hive file, replaying its transaction logs if it is dirty.
     ///
     /// # Errors
     /// See [`HiveOptions::open`].

@@ -14,9 +14,9 @@
 //! compared with its output on synthetic hives and on a real Windows SYSTEM hive.
 //!
 //! Dirty hives (interrupted writes, with data still in the `.LOG1`/`.LOG2` files) are refused by
-//! [`Hive::from_bytes`] with [`Error::Dirty`]; [`Hive::open_with_logs`] replays new-format logs
-//! (entries verified with their Marvin32 hashes), and [`HiveOptions::allow_dirty`] reads the
-//! primary file as it is.
+//! [`Hive::from_bytes`] with [`Error::Dirty`]; [`Hive::open_with_logs`] replays the logs (new format
+//! with entries verified by their Marvin32 hashes; old "DIRT" format by base block checks), and
+//! [`HiveOptions::allow_dirty`] reads the primary file as it is.
 //!
 //! ```
 //! # fn main() -> Result<(), hive::Error> {

@@ -6,6 +6,9 @@
 //! pages to copy into the hive bins data. Entries are verified with two Marvin32 hashes; an entry
 //! that fails verification ends its log. Entries from both logs are applied in sequence-number
 //! order, starting at the primary file's sequence number, and must be consecutive.
+//!
+//! Old-format logs (Windows XP to 7, a "DIRT" dirty-page bitmap) are replayed too, under the
+//! weaker checks that format allows (see [`replay_old`]).
 
 use crate::base_block::{
     BASE_BLOCK_SIZE, BaseBlock, FILE_TYPE_LOG_NEW, FILE_TYPE_LOG_OLD, FILE_TYPE_PRIMARY,
@@ -144,6 +147,89 @@ fn entry<'a>(log: &'a [u8], at: usize, hdr: &[u8]) -> Option<(Entry<'a>, usize)>
     ))
 }
 
+/// The dirty vector signature of old-format logs (spec "Old format / Dirty vector").
+const DIRTY_VECTOR_SIGNATURE: [u8; 4] = *b"DIRT";
+/// Old-format logs track the hive bins data in 512-byte pages.
+const OLD_LOG_PAGE: usize = 512;
+/// Largest clustering factor (sector size / 512) accepted: 4 KiB sectors.
+const MAX_CLUSTERING_FACTOR: u32 = 8;
+
+/// Replays an old-format log (Windows XP to 7): a base block copy, a "DIRT" bitmap of dirty
+/// 512-byte pages of the hive bins data, then those pages. Such a log has no hashes: it is used
+/// only if its base block checksum is right, its two sequence numbers are equal, and its last
+/// written timestamp equals the primary file's (spec "Old format", notes 2 and 3). Returns
+/// `None`, leaving `data` untouched, if the log does not qualify.
+fn replay_old(data: &mut Vec<u8>, primary: &BaseBlock, log: &[u8], n: usize) -> Option<u32> {
+    let base = match BaseBlock::parse(log, FILE_TYPE_LOG_OLD) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::debug!("ignoring LOG{n}: {e}");
+            return None;
+        }
+    };
+    if !base.checksum_ok || base.primary_sequence != base.secondary_sequence {
+        tracing::debug!("ignoring LOG{n}: bad checksum or unequal sequence numbers");
+        return None;
+    }
+    // With a bad primary base block, the first bin's timestamp stands in for it (note 3).
+    let primary_time = if primary.checksum_ok {
+        primary.last_written
+    } else {
+        let t = data.get(BASE_BLOCK_SIZE + 20..BASE_BLOCK_SIZE + 28)?;
+        u64::from_le_bytes(t.try_into().ok()?)
+    };
+    if base.last_written != primary_time {
+        tracing::debug!("ignoring LOG{n}: it belongs to another write of the hive");
+        return None;
+    }
+    let cf = le_u32(log, 44)?;
+    if !(1..=MAX_CLUSTERING_FACTOR).contains(&cf) {
+        tracing::debug!("ignoring LOG{n}: clustering factor {cf} not in 1..=8");
+        return None;
+    }
+    let sector = OLD_LOG_PAGE * cf as usize;
+    let size = base.hive_bins_data_size as usize;
+    if size > MAX_HIVE_SIZE - BASE_BLOCK_SIZE {
+        return None;
+    }
+    if log.get(sector..sector + 4)? != DIRTY_VECTOR_SIGNATURE {
+        tracing::debug!("ignoring LOG{n}: no dirty vector");
+        return None;
+    }
+    let bits = size / OLD_LOG_PAGE;
+    let bitmap = log.get(sector + 4..sector + 4 + bits.div_ceil(8))?;
+    let pages_start = (sector + 4 + bitmap.len()).div_ceil(sector) * sector;
+    let dirty: Vec<usize> = (0..bits)
+        .filter(|b| {
+            bitmap
+                .get(b / 8)
+                .is_some_and(|byte| byte & (1 << (b % 8)) != 0)
+        })
+        .collect();
+    // Check every page is present before changing anything.
+    let pages_end = pages_start.checked_add(dirty.len().checked_mul(OLD_LOG_PAGE)?)?;
+    if pages_end > log.len() {
+        tracing::debug!(
+            "ignoring LOG{n}: {} dirty pages but the log is short",
+            dirty.len()
+        );
+        return None;
+    }
+    data.resize(BASE_BLOCK_SIZE + size, 0);
+    for (i, bit) in dirty.iter().enumerate() {
+        let src = log.get(pages_start + i * OLD_LOG_PAGE..pages_start + (i + 1) * OLD_LOG_PAGE)?;
+        let at = BASE_BLOCK_SIZE + bit * OLD_LOG_PAGE;
+        data.get_mut(at..at + OLD_LOG_PAGE)?.copy_from_slice(src);
+    }
+    let header = data.get_mut(..LOG_ENTRIES_START)?;
+    header.copy_from_slice(log.get(..LOG_ENTRIES_START)?);
+    header[28..32].copy_from_slice(&FILE_TYPE_PRIMARY.to_le_bytes());
+    let sum = checksum(header);
+    header[508..512].copy_from_slice(&sum.to_le_bytes());
+    tracing::debug!(pages = dirty.len(), "replayed old-format LOG{n}");
+    Some(1)
+}
+
 /// Replays `logs` into a dirty primary file. Returns how many entries were applied; on return
 /// with at least one, `data`'s base block is clean and describes the replayed hive.
 pub(crate) fn replay(
@@ -155,20 +241,14 @@ pub(crate) fn replay(
     let mut recovery_base: Option<&[u8]> = None;
     for (i, log) in logs.iter().enumerate() {
         let Some(log) = log else { continue };
+        if log.get(28..32) == Some(&FILE_TYPE_LOG_OLD.to_le_bytes()) {
+            if let Some(n) = replay_old(data, primary, log, i + 1) {
+                return Ok(n);
+            }
+            continue;
+        }
         let base = match BaseBlock::parse(log, FILE_TYPE_LOG_NEW) {
             Ok(b) => b,
-            Err(Error::Unsupported(u))
-                if log.get(28..32) == Some(&FILE_TYPE_LOG_OLD.to_le_bytes()) =>
-            {
-                return Err(Error::unsupported(
-                    "transaction log",
-                    format!(
-                        "LOG{} is an old-format (dirty vector) log, which this library does not \
-                         replay ({u})",
-                        i + 1
-                    ),
-                ));
-            }
             Err(e) => {
                 tracing::debug!("ignoring LOG{}: {e}", i + 1);
                 continue;

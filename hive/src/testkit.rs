@@ -491,3 +491,33 @@ pub fn log_file(primary: &[u8], entries: &[Vec<u8>]) -> Vec<u8> {
     }
     log
 }
+
+/// Builds an old-format log file (file type 1) that turns a primary hive written at the same
+/// time as `new` into `new`: its base block is `new`'s first 512 bytes (sequence numbers set to
+/// `sequence`), and the dirty pages are the 512-byte pages of `new`'s bins listed in `pages`.
+#[must_use]
+pub fn old_log_file(new: &[u8], sequence: u32, pages: &[usize]) -> Vec<u8> {
+    let mut log = new[..512].to_vec();
+    log[4..8].copy_from_slice(&sequence.to_le_bytes());
+    log[8..12].copy_from_slice(&sequence.to_le_bytes());
+    log[28..32].copy_from_slice(&1u32.to_le_bytes());
+    log[44..48].copy_from_slice(&1u32.to_le_bytes());
+    let sum = checksum(&log);
+    log[508..512].copy_from_slice(&sum.to_le_bytes());
+    let bins = (new.len() - BASE_BLOCK_SIZE) / 512;
+    let mut bitmap = vec![0u8; bins.div_ceil(8)];
+    for &p in pages {
+        bitmap[p / 8] |= 1 << (p % 8);
+    }
+    log.extend(b"DIRT");
+    log.extend(bitmap);
+    log.resize(log.len().div_ceil(512) * 512, 0);
+    let mut sorted = pages.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    for p in sorted {
+        let at = BASE_BLOCK_SIZE + p * 512;
+        log.extend(&new[at..at + 512]);
+    }
+    log
+}

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::testkit::{HiveBuilder, KeySpec, ListKind, log_entry, log_file};
+use crate::testkit::{HiveBuilder, KeySpec, ListKind, log_entry, log_file, old_log_file};
 use crate::{DirtyReason, Error, Hive, HiveOptions, Value, ValueType};
 
 /// Key path → sorted (value name, type, data).
@@ -1104,13 +1104,6 @@ fn log_replay_applies_verified_entries_in_order() {
         Some(1)
     );
 
-    // Old-format logs are refused by name.
-    let mut old_log = log_file(&primary, &[]);
-    old_log[28..32].copy_from_slice(&1u32.to_le_bytes());
-    crate::base_block::tests::fix_checksum(&mut old_log);
-    let err = Hive::open_with_logs(primary.clone(), Some(old_log), None).unwrap_err();
-    assert!(err.to_string().contains("old-format"), "{err}");
-
     // A bad primary checksum takes the base block from the log.
     let mut broken = primary.clone();
     broken[508] ^= 0xff;
@@ -1118,6 +1111,64 @@ fn log_replay_applies_verified_entries_in_order() {
     let hive = Hive::open_with_logs(broken, Some(log1), None).unwrap();
     assert_eq!(hive.replayed_log_entries(), 1);
     assert!(hive.base_block().checksum_ok);
+}
+
+#[test]
+fn old_format_log_replay() {
+    let (old, new, grown) = log_fixture();
+    let primary = dirty_primary(&old);
+    // Only the pages that differ are logged.
+    let differing: Vec<usize> = (0..(new.len() - 4096) / 512)
+        .filter(|p| old[4096 + p * 512..][..512] != new[4096 + p * 512..][..512])
+        .collect();
+    assert!(!differing.is_empty());
+    let log = old_log_file(&new, 6, &differing);
+    let hive = Hive::open_with_logs(primary.clone(), Some(log.clone()), None).unwrap();
+    assert_eq!(hive.replayed_log_entries(), 1);
+    assert!(!hive.is_dirty());
+    assert_eq!(hive.base_block().primary_sequence, 6);
+    assert_eq!(
+        hive.open_path("K")
+            .unwrap()
+            .unwrap()
+            .value("v")
+            .unwrap()
+            .unwrap()
+            .as_dword(),
+        Some(2)
+    );
+    // A grown hive: every page of the new bins.
+    let all: Vec<usize> = (0..(grown.len() - 4096) / 512).collect();
+    let hive =
+        Hive::open_with_logs(primary.clone(), None, Some(old_log_file(&grown, 6, &all))).unwrap();
+    assert_eq!(
+        hive.open_path("Grown")
+            .unwrap()
+            .unwrap()
+            .value("blob")
+            .unwrap()
+            .unwrap()
+            .data,
+        vec![9; 9000]
+    );
+
+    // A log of another write (timestamp differs), unequal sequence numbers, a bad checksum or
+    // missing pages is not used.
+    let mut other_time = log.clone();
+    other_time[12] ^= 1;
+    crate::base_block::tests::fix_checksum(&mut other_time);
+    let mut unequal = log.clone();
+    unequal[8] ^= 1;
+    crate::base_block::tests::fix_checksum(&mut unequal);
+    let mut bad_sum = log.clone();
+    bad_sum[508] ^= 1;
+    let short = log[..log.len() - 1].to_vec();
+    let mut no_dirt = log.clone();
+    no_dirt[512] = b'X';
+    for bad in [other_time, unequal, bad_sum, short, no_dirt] {
+        let err = Hive::open_with_logs(primary.clone(), Some(bad), None).unwrap_err();
+        assert!(err.as_dirty().is_some(), "{err}");
+    }
 }
 
 /// A fixed-seed xorshift PRNG for deterministic mutations.
@@ -1187,8 +1238,14 @@ fn fuzz_mutations_never_panic() {
         &[log_entry(6, bins_size(&new), &[(0, &new[4096..])])],
     );
     crate::fuzzing::fuzz_hive_with_log(&primary, &log);
-    for _ in 0..200 {
-        let mut m = log.clone();
+    let old_log = old_log_file(&new, 6, &[0, 1, 2]);
+    crate::fuzzing::fuzz_hive_with_log(&primary, &old_log);
+    for i in 0..200 {
+        let mut m = if i % 2 == 0 {
+            log.clone()
+        } else {
+            old_log.clone()
+        };
         let at = rng.below(m.len());
         m[at] ^= u8::try_from(rng.next() & 0xff).unwrap() | 1;
         crate::fuzzing::fuzz_hive_with_log(&primary, &m);
