@@ -736,15 +736,112 @@ fn mkntfs_compressed_file() {
 #[test]
 fn device_errors_are_reported_as_disk_errors() {
     let Some(img) = full_image() else { return };
-    // The device shrinks after open: reads of the big file's clusters fail with the disk's error.
-    let fs = open_bytes(img);
-    let fs_short = NtfsFs {
-        dev: Arc::new(MemDisk::from_vec(img[..4 << 20].to_vec())),
-        ..fs
-    };
-    let mut buf = vec![0u8; 4096];
-    let r = fs_short.read_at(&gp("/big.bin"), (1 << 20) - 4096, &mut buf);
-    assert!(r.is_err(), "{r:?}");
+    let big = noise(BIG_LEN, 0x1234_5678);
+    let at = img
+        .windows(64)
+        .position(|w| w == &big[..64])
+        .expect("big.bin's first cluster in the image");
+    let at = u64::try_from(at).unwrap();
+    let faulty = disk::testkit::FaultyDisk::new(MemDisk::from_vec(img.to_vec()), vec![at..at + 1]);
+    let fs = NtfsFs::open(Arc::new(faulty)).unwrap();
+    assert_eq!(
+        fs.lstat(&gp("/big.bin")).unwrap().size,
+        u64::try_from(BIG_LEN).unwrap()
+    );
+    match fs.read_file(b"/big.bin", 2 << 20) {
+        Err(Error::Disk(disk::Error::Io { offset, .. })) => assert_eq!(offset, at),
+        other => panic!("expected the injected i/o error, got {other:?}"),
+    }
+    // Reads that avoid the bad sector still work.
+    let mut buf = [0u8; 16];
+    assert_eq!(fs.read_at(&gp("/big.bin"), 8192, &mut buf).unwrap(), 16);
+    assert_eq!(&buf, &big[8192..8208]);
+}
+
+#[test]
+fn directory_listing_reads_are_bounded() {
+    let Some(img) = full_image() else { return };
+    let counting = Arc::new(disk::testkit::CountingDisk::new(MemDisk::from_vec(
+        img.to_vec(),
+    )));
+    let fs = NtfsFs::open(counting.clone()).unwrap();
+    let before = counting.reads();
+    assert_eq!(fs.read_dir(&gp("/Many")).unwrap().len(), MANY);
+    let used = counting.reads() - before;
+    // Root and /Many records (2 reads each: $MFT record 0, then the record) and one read per
+    // 4 KiB index record: 2,048 short names fit in well under 100 of them.
+    assert!(used < 200, "{used} reads to list /Many");
+}
+
+/// Offset of MFT record `record` in `img` (fresh mkntfs volumes have a contiguous MFT).
+fn record_offset(img: &[u8], record: u64) -> usize {
+    let mft =
+        usize::try_from(u64::from_le_bytes(img[0x30..0x38].try_into().unwrap())).unwrap() * 4096;
+    mft + usize::try_from(record).unwrap() * 1024
+}
+
+/// Offset of the header of the first attribute of type `ty` in MFT record `record`.
+fn attribute_header(img: &[u8], record: u64, ty: u32) -> usize {
+    let rec = record_offset(img, record);
+    let mut off = rec + usize::from(u16::from_le_bytes([img[rec + 0x14], img[rec + 0x15]]));
+    loop {
+        let t = u32::from_le_bytes(img[off..off + 4].try_into().unwrap());
+        assert_ne!(t, 0xffff_ffff, "attribute {ty:#x} not in record {record}");
+        if t == ty {
+            return off;
+        }
+        off += usize::try_from(u32::from_le_bytes(
+            img[off + 4..off + 8].try_into().unwrap(),
+        ))
+        .unwrap();
+    }
+}
+
+#[test]
+fn record_checks() {
+    let Some(img) = full_image() else { return };
+    let ino = open_bytes(img).lstat(&gp("/hello.txt")).unwrap().ino;
+    let rec = record_offset(img, ino);
+    let expect_corrupt =
+        |bytes: &[u8], detail: &str| match open_bytes(bytes).lstat(&gp("/hello.txt")) {
+            Err(Error::Corrupt {
+                structure,
+                offset,
+                detail: d,
+            }) => {
+                assert_eq!(structure, format!("ntfs file record {ino}"));
+                assert_eq!(offset, u64::try_from(rec).unwrap());
+                assert_eq!(d, detail);
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        };
+    // Sequence number (record header +0x10) no longer matches the directory's reference.
+    let mut m = img.to_vec();
+    let seq = u16::from_le_bytes([m[rec + 0x10], m[rec + 0x11]]);
+    m[rec + 0x10..rec + 0x12].copy_from_slice(&(seq + 1).to_le_bytes());
+    expect_corrupt(
+        &m,
+        &format!(
+            "sequence number {} does not match the directory entry's {seq}",
+            seq + 1
+        ),
+    );
+    // The record is marked free (flags at +0x16, IN_USE = 1).
+    let mut m = img.to_vec();
+    m[rec + 0x16] &= !1;
+    expect_corrupt(&m, "record is not in use (stale directory entry)");
+    // EFS-encrypted $DATA (attribute flags at +0x0c, ENCRYPTED = 0x4000) is refused by name.
+    let mut m = img.to_vec();
+    let data = attribute_header(&m, ino, 0x80);
+    m[data + 0x0d] |= 0x40;
+    let mut buf = [0u8; 4];
+    match open_bytes(&m).read_at(&gp("/hello.txt"), 0, &mut buf) {
+        Err(Error::Unsupported { what, detail }) => {
+            assert_eq!(what, "ntfs encrypted data");
+            assert_eq!(detail, "/hello.txt: the data stream is encrypted (EFS)");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 // ---------------------------------------------------------------- the Windows-made volume
