@@ -742,7 +742,8 @@ fn device_errors_are_reported_as_disk_errors() {
         .position(|w| w == &big[..64])
         .expect("big.bin's first cluster in the image");
     let at = u64::try_from(at).unwrap();
-    let faulty = disk::testkit::FaultyDisk::new(MemDisk::from_vec(img.to_vec()), vec![at..at + 1]);
+    let bad_sector = at..at + 1;
+    let faulty = disk::testkit::FaultyDisk::new(MemDisk::from_vec(img.to_vec()), vec![bad_sector]);
     let fs = NtfsFs::open(Arc::new(faulty)).unwrap();
     assert_eq!(
         fs.lstat(&gp("/big.bin")).unwrap().size,
