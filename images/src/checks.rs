@@ -213,7 +213,7 @@ fn check_fs(name: &str, loc: &str, fs: &FsSpec, img: &Path, scratch: &Path) {
     assert_eq!(want.kind, kind, "{name}: {loc}");
     assert_eq!(want.uuid, fs.uuid, "{name}: {loc}");
     assert_eq!(want.label, fs.label, "{name}: {loc}");
-    if have("blkid") && fs.kind != FsKind::Ntfs {
+    if have("blkid") {
         let out = run_ok(Command::new("blkid").args(["-p", "-o", "export"]).arg(img));
         assert!(
             out.contains(&format!("TYPE={kind}\n")),

@@ -289,6 +289,9 @@ fn make_fs(
             .arg(start_sector.to_string())
             .arg(img);
             tools::run(&mut cmd)?;
+            if !fs.uuid.is_empty() {
+                set_ntfs_serial(img, fs.uuid)?;
+            }
             fs.tree.materialise(&stage, work)?;
             let mnt = work.join(format!("mnt{n}"));
             std::fs::create_dir(&mnt).map_err(io(&mnt))?;
@@ -304,6 +307,27 @@ fn make_fs(
         }
     }
     std::fs::remove_dir_all(&stage).map_err(io(&stage))
+}
+
+/// Offset of the volume serial number in the NTFS boot sector (u64 LE; mkntfs picks a random
+/// one and has no option for it).
+const NTFS_SERIAL_OFFSET: u64 = 0x48;
+
+/// Writes `serial` (16 hex digits, as blkid prints it) into the boot sector and its backup in
+/// the volume's last sector.
+fn set_ntfs_serial(img: &Path, serial: &str) -> Result<()> {
+    let value = u64::from_str_radix(serial, 16)
+        .map_err(|_| Error::Invalid(format!("ntfs serial {serial:?} is not 16 hex digits")))?;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(img)
+        .map_err(io(img))?;
+    let len = f.metadata().map_err(io(img))?.len();
+    for sector in [0, len / 512 - 1] {
+        f.write_all_at(&value.to_le_bytes(), sector * 512 + NTFS_SERIAL_OFFSET)
+            .map_err(io(img))?;
+    }
+    Ok(())
 }
 
 /// An ntfs-3g FUSE mount of an image file, unmounted (and its daemon reaped) on `finish` or drop.

@@ -465,9 +465,16 @@ fn c_drive(w: &Win) -> Tree {
 pub(crate) fn plan(w: &Win) -> Result<Plan> {
     let e = w.expected;
     let parts = layout(w);
+    // NTFS serial numbers (as blkid prints them) come from the expected facts.
+    let uuid_of = |loc: &str| {
+        e.filesystems
+            .iter()
+            .find(|f| f.location == loc)
+            .map_or("", |f| f.uuid)
+    };
     let c = Content::Fs(FsSpec {
         kind: FsKind::Ntfs,
-        uuid: "",
+        uuid: uuid_of(e.root_location),
         label: "",
         tree: c_drive(w),
     });
@@ -554,7 +561,7 @@ pub(crate) fn plan(w: &Win) -> Result<Plan> {
                     bootable: true,
                     content: Content::Fs(FsSpec {
                         kind: FsKind::Ntfs,
-                        uuid: "",
+                        uuid: uuid_of("part1"),
                         label: "System Reserved",
                         tree: sr,
                     }),
@@ -591,20 +598,6 @@ macro_rules! windows_image {
     };
 }
 
-const BIOS_FS: &[ExpectedFs] = &[
-    ExpectedFs {
-        location: "part1",
-        kind: "ntfs",
-        uuid: "",
-        label: "System Reserved",
-    },
-    ExpectedFs {
-        location: "part2",
-        kind: "ntfs",
-        uuid: "",
-        label: "",
-    },
-];
 const BIOS_LETTERS: &[(&str, &str)] = &[("C:", "part2")];
 const UEFI_LETTERS: &[(&str, &str)] = &[("C:", "part3")];
 
@@ -630,7 +623,20 @@ windows_image!(
             bootloader: "windows-boot-manager",
             root_fs: "ntfs",
             root_location: "part2",
-            filesystems: BIOS_FS,
+            filesystems: &[
+                ExpectedFs {
+                    location: "part1",
+                    kind: "ntfs",
+                    uuid: "1A1B1C1D00000001",
+                    label: "System Reserved"
+                },
+                ExpectedFs {
+                    location: "part2",
+                    kind: "ntfs",
+                    uuid: "1A1B1C1D00000002",
+                    label: ""
+                },
+            ],
             fstab: &[],
             kernels: &[],
             network: &[ExpectedNic {
@@ -703,7 +709,20 @@ windows_image!(
             bootloader: "windows-boot-manager",
             root_fs: "ntfs",
             root_location: "part2",
-            filesystems: BIOS_FS,
+            filesystems: &[
+                ExpectedFs {
+                    location: "part1",
+                    kind: "ntfs",
+                    uuid: "2A2B2C2D00000001",
+                    label: "System Reserved"
+                },
+                ExpectedFs {
+                    location: "part2",
+                    kind: "ntfs",
+                    uuid: "2A2B2C2D00000002",
+                    label: ""
+                },
+            ],
             fstab: &[],
             kernels: &[],
             network: &[ExpectedNic {
@@ -786,7 +805,7 @@ windows_image!(
                 ExpectedFs {
                     location: "part3",
                     kind: "ntfs",
-                    uuid: "",
+                    uuid: "3A3B3C3D00000003",
                     label: ""
                 },
             ],
@@ -862,7 +881,20 @@ windows_image!(
             bootloader: "windows-boot-manager",
             root_fs: "ntfs",
             root_location: "part2",
-            filesystems: BIOS_FS,
+            filesystems: &[
+                ExpectedFs {
+                    location: "part1",
+                    kind: "ntfs",
+                    uuid: "4A4B4C4D00000001",
+                    label: "System Reserved"
+                },
+                ExpectedFs {
+                    location: "part2",
+                    kind: "ntfs",
+                    uuid: "4A4B4C4D00000002",
+                    label: ""
+                },
+            ],
             fstab: &[],
             kernels: &[],
             network: &[ExpectedNic {
@@ -945,7 +977,7 @@ windows_image!(
                 ExpectedFs {
                     location: "part3",
                     kind: "ntfs",
-                    uuid: "",
+                    uuid: "5A5B5C5D00000003",
                     label: ""
                 },
             ],
