@@ -343,3 +343,128 @@ impl ExportBackend for MemBackend {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    fn file(size: u64) -> (tempfile::NamedTempFile, FileBackend) {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        f.as_file().set_len(size).unwrap();
+        let b = FileBackend::new(f.reopen().unwrap()).unwrap();
+        (f, b)
+    }
+
+    #[test]
+    fn runs_follow_seek_data_and_hole() {
+        let (_f, b) = file(4 << 20);
+        assert_eq!(
+            b.runs(0, 4 << 20, 100).unwrap(),
+            vec![Run {
+                len: 4 << 20,
+                hole: true
+            }]
+        );
+        b.write_at(&[1; 8192], 1 << 20).unwrap();
+        assert_eq!(
+            b.runs(0, 4 << 20, 100).unwrap(),
+            vec![
+                Run {
+                    len: 1 << 20,
+                    hole: true
+                },
+                Run {
+                    len: 8192,
+                    hole: false
+                },
+                Run {
+                    len: (3 << 20) - 8192,
+                    hole: true
+                },
+            ]
+        );
+        // Capped, and starting inside a run.
+        assert_eq!(
+            b.runs(4096, 4 << 20, 1).unwrap(),
+            vec![Run {
+                len: (1 << 20) - 4096,
+                hole: true
+            }]
+        );
+        assert_eq!(
+            b.runs((1 << 20) + 4096, 100, 10).unwrap(),
+            vec![Run {
+                len: 100,
+                hole: false
+            }]
+        );
+        assert!(b.runs(4 << 20, 10, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn zeroing_uses_holes_or_zero_range_not_writes() {
+        let (f, b) = file(1 << 20);
+        b.write_at(&[9; 65536], 0).unwrap();
+        let punch = ZeroRequest {
+            may_unmap: true,
+            fast_only: true,
+        };
+        assert_eq!(
+            b.write_zeroes(0, 32768, punch).unwrap(),
+            ZeroOutcome::Punched
+        );
+        let keep = ZeroRequest {
+            may_unmap: false,
+            fast_only: true,
+        };
+        assert_eq!(
+            b.write_zeroes(32768, 32768, keep).unwrap(),
+            ZeroOutcome::ZeroRange
+        );
+        let mut buf = vec![1u8; 65536];
+        b.read_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, vec![0u8; 65536]);
+        // The punched half is a hole, the zero-range half stays allocated.
+        assert_eq!(
+            b.runs(0, 32768, 10).unwrap(),
+            vec![Run {
+                len: 32768,
+                hole: true
+            }]
+        );
+        assert!(f.as_file().metadata().unwrap().blocks() >= 64);
+        b.trim(32768, 32768).unwrap();
+        b.flush().unwrap();
+        b.cache(0, 4096).unwrap();
+    }
+
+    #[test]
+    fn mem_backend_bounds() {
+        let m = MemBackend::new(100);
+        m.write_at(b"xyz", 97).unwrap();
+        assert!(m.write_at(b"xyz", 98).is_err());
+        let mut b = [0u8; 3];
+        m.read_at(&mut b, 97).unwrap();
+        assert_eq!(&b, b"xyz");
+        assert!(m.read_at(&mut b, u64::MAX).is_err());
+        m.write_zeroes(
+            97,
+            3,
+            ZeroRequest {
+                may_unmap: true,
+                fast_only: false,
+            },
+        )
+        .unwrap();
+        assert_eq!(&m.contents()[97..], &[0, 0, 0]);
+        assert_eq!(
+            m.runs(90, 100, 5).unwrap(),
+            vec![Run {
+                len: 10,
+                hole: false
+            }]
+        );
+    }
+}

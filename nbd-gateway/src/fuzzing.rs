@@ -89,6 +89,7 @@ pub fn fuzz_handshake(data: &[u8]) {
 }
 
 /// As [`fuzz_transmission`], returning what the server sent (tests check the seeds are valid).
+#[cfg(test)]
 fn transmission_output(data: &[u8]) -> Vec<u8> {
     run(transmission_input(data))
 }

@@ -575,3 +575,308 @@ fn block_status(sess: &Session, req: &Request, size: u64) -> Outcome {
     }
     Outcome::ok(buf)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::MemBackend;
+
+    fn session(mode: ReplyMode, read_only: bool, base_allocation: bool) -> Session {
+        let backend = Arc::new(MemBackend::new(1 << 16));
+        Session {
+            export: Arc::new(Export::new("t", backend)),
+            read_only,
+            mode,
+            base_allocation,
+        }
+    }
+
+    fn req(flags: u16, typ: u16, offset: u64, length: u64) -> Request {
+        Request {
+            flags,
+            typ,
+            cookie: 0xC0FFEE,
+            offset,
+            length,
+        }
+    }
+
+    fn hdr(magic: u32, flags: u16, typ: u16, len: u64, extended: bool) -> Vec<u8> {
+        let mut b = magic.to_be_bytes().to_vec();
+        b.extend_from_slice(&flags.to_be_bytes());
+        b.extend_from_slice(&typ.to_be_bytes());
+        b.extend_from_slice(&7u64.to_be_bytes());
+        b.extend_from_slice(&4096u64.to_be_bytes());
+        if extended {
+            b.extend_from_slice(&len.to_be_bytes());
+        } else {
+            b.extend_from_slice(&u32::try_from(len).unwrap().to_be_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn request_parse_fields_and_magic() {
+        let r = Request::parse(&hdr(REQUEST_MAGIC, 1, CMD_WRITE, 512, false), false).unwrap();
+        assert_eq!(
+            (r.flags, r.typ, r.cookie, r.offset, r.length),
+            (1, CMD_WRITE, 7, 4096, 512)
+        );
+        assert_eq!(r.payload_len(false), 512);
+        let r = Request::parse(
+            &hdr(EXTENDED_REQUEST_MAGIC, 0, CMD_TRIM, 1 << 40, true),
+            true,
+        )
+        .unwrap();
+        assert_eq!((r.length, r.payload_len(true)), (1 << 40, 0));
+        let r = Request::parse(
+            &hdr(
+                EXTENDED_REQUEST_MAGIC,
+                CMD_FLAG_PAYLOAD_LEN,
+                CMD_BLOCK_STATUS,
+                16,
+                true,
+            ),
+            true,
+        )
+        .unwrap();
+        assert_eq!(r.payload_len(true), 16);
+        // Compact magic on an extended connection, and the reverse, are refused.
+        assert!(Request::parse(&hdr(REQUEST_MAGIC, 0, 0, 0, true), true).is_none());
+        assert!(Request::parse(&hdr(EXTENDED_REQUEST_MAGIC, 0, 0, 0, false), false).is_none());
+        assert!(Request::parse(&[0u8; 3], false).is_none());
+    }
+
+    fn error_code(bytes: &[u8], mode: ReplyMode) -> u32 {
+        match mode {
+            ReplyMode::Simple => be_u32(bytes, 4).unwrap(),
+            ReplyMode::Structured => be_u32(bytes, 20).unwrap(),
+            ReplyMode::Extended => be_u32(bytes, 32).unwrap(),
+        }
+    }
+
+    #[test]
+    fn each_error_branch() {
+        let cases: &[(bool, bool, Request, NbdError)] = &[
+            (false, false, req(0, 42, 0, 0), NbdError::Inval),
+            (false, false, req(1 << 9, CMD_READ, 0, 1), NbdError::Inval),
+            (
+                false,
+                false,
+                req(CMD_FLAG_NO_HOLE, CMD_READ, 0, 1),
+                NbdError::Inval,
+            ),
+            (
+                false,
+                false,
+                req(CMD_FLAG_REQ_ONE, CMD_WRITE, 0, 0),
+                NbdError::Inval,
+            ),
+            (
+                false,
+                false,
+                req(0, CMD_READ, 0, u64::from(MAX_PAYLOAD) + 1),
+                NbdError::Overflow,
+            ),
+            (false, false, req(0, CMD_READ, 1 << 16, 1), NbdError::Inval),
+            (false, false, req(0, CMD_READ, u64::MAX, 2), NbdError::Inval),
+            (true, false, req(0, CMD_WRITE, 0, 1), NbdError::Perm),
+            (
+                false,
+                false,
+                req(0, CMD_WRITE, (1 << 16) - 1, 2),
+                NbdError::NoSpc,
+            ),
+            (true, false, req(0, CMD_TRIM, 0, 1), NbdError::Perm),
+            (false, false, req(0, CMD_TRIM, 1 << 16, 1), NbdError::Inval),
+            (true, false, req(0, CMD_WRITE_ZEROES, 0, 1), NbdError::Perm),
+            (
+                false,
+                false,
+                req(0, CMD_WRITE_ZEROES, 1, 1 << 16),
+                NbdError::NoSpc,
+            ),
+            (false, false, req(0, CMD_FLUSH, 1, 0), NbdError::Inval),
+            (false, false, req(0, CMD_CACHE, 1 << 16, 1), NbdError::Inval),
+            (
+                false,
+                false,
+                req(0, CMD_BLOCK_STATUS, 0, 1),
+                NbdError::Inval,
+            ),
+            (false, true, req(0, CMD_BLOCK_STATUS, 0, 0), NbdError::Inval),
+            (
+                false,
+                true,
+                req(0, CMD_BLOCK_STATUS, 0, (1 << 16) + 1),
+                NbdError::Inval,
+            ),
+        ];
+        for mode in [
+            ReplyMode::Simple,
+            ReplyMode::Structured,
+            ReplyMode::Extended,
+        ] {
+            for (read_only, meta, r, err) in cases {
+                let s = session(mode, *read_only, *meta);
+                let payload = if r.typ == CMD_WRITE {
+                    vec![0u8; usize::try_from(r.length).unwrap()]
+                } else {
+                    Vec::new()
+                };
+                let o = execute(&s, r, &payload);
+                assert_eq!(o.error, Some(*err), "{mode:?} {r:?}");
+                assert_eq!(error_code(&o.bytes, mode), err.code(), "{mode:?} {r:?}");
+            }
+        }
+        // A payload on a command without one.
+        let s = session(ReplyMode::Extended, false, false);
+        let o = execute(&s, &req(CMD_FLAG_PAYLOAD_LEN, CMD_FLUSH, 0, 0), &[1]);
+        assert_eq!(o.error, Some(NbdError::Inval));
+        // DF without structured replies.
+        let s = session(ReplyMode::Simple, false, false);
+        let o = execute(&s, &req(CMD_FLAG_DF, CMD_READ, 0, 1), &[]);
+        assert_eq!(o.error, Some(NbdError::Inval));
+    }
+
+    #[test]
+    fn error_chunk_layout_and_message() {
+        let r = req(0, CMD_READ, 0, 1);
+        let b = error_reply(ReplyMode::Structured, &r, NbdError::Inval, "bad");
+        assert_eq!(be_u32(&b, 0), Some(STRUCTURED_REPLY_MAGIC));
+        assert_eq!(be_u16(&b, 4), Some(REPLY_FLAG_DONE));
+        assert_eq!(be_u16(&b, 6), Some(REPLY_TYPE_ERROR));
+        assert_eq!(be_u64(&b, 8), Some(0xC0FFEE));
+        assert_eq!(be_u32(&b, 16), Some(9));
+        assert_eq!(be_u32(&b, 20), Some(22));
+        assert_eq!(be_u16(&b, 24), Some(3));
+        assert_eq!(&b[26..], b"bad");
+        let long = "é".repeat(3000);
+        let b = error_reply(ReplyMode::Extended, &r, NbdError::Io, &long);
+        assert_eq!(be_u64(&b, 24), Some(6 + 4096));
+        assert_eq!(b.len(), 32 + 6 + 4096);
+    }
+
+    #[test]
+    fn successful_replies_per_mode() {
+        let s = session(ReplyMode::Simple, false, false);
+        let o = execute(&s, &req(CMD_FLAG_FUA, CMD_WRITE, 10, 3), b"abc");
+        assert_eq!((o.error, o.written, o.bytes.len()), (None, 3, 16));
+        let o = execute(&s, &req(0, CMD_READ, 9, 5), &[]);
+        assert_eq!(&o.bytes[16..], b"\0abc\0");
+        assert_eq!(o.read, 5);
+        let s = session(ReplyMode::Structured, false, true);
+        let o = execute(&s, &req(0, CMD_READ, 10, 3), &[]);
+        assert_eq!(be_u16(&o.bytes, 6), Some(REPLY_TYPE_OFFSET_DATA));
+        assert_eq!(be_u64(&o.bytes, 20), Some(10));
+        let o = execute(&s, &req(0, CMD_READ, 10, 0), &[]);
+        assert_eq!(o.bytes.len(), 20);
+        assert_eq!(be_u16(&o.bytes, 6), Some(REPLY_TYPE_NONE));
+        let o = execute(&s, &req(CMD_FLAG_REQ_ONE, CMD_BLOCK_STATUS, 0, 100), &[]);
+        assert_eq!(be_u16(&o.bytes, 6), Some(REPLY_TYPE_BLOCK_STATUS));
+        assert_eq!(be_u32(&o.bytes, 16), Some(12));
+        assert_eq!(be_u32(&o.bytes, 20), Some(BASE_ALLOCATION_ID));
+        assert_eq!(be_u32(&o.bytes, 24), Some(100));
+        assert_eq!(be_u32(&o.bytes, 28), Some(0));
+        let s = session(ReplyMode::Extended, false, false);
+        let o = execute(&s, &req(0, CMD_FLUSH, 0, 0), &[]);
+        assert_eq!(be_u32(&o.bytes, 0), Some(EXTENDED_REPLY_MAGIC));
+        assert_eq!(be_u16(&o.bytes, 6), Some(REPLY_TYPE_NONE));
+    }
+
+    #[test]
+    fn read_chunks_merge_and_cover() {
+        let runs = [
+            Run {
+                len: 100,
+                hole: false,
+            },
+            Run {
+                len: 1000,
+                hole: true,
+            },
+            Run {
+                len: 8192,
+                hole: true,
+            },
+            Run {
+                len: 5,
+                hole: false,
+            },
+        ];
+        assert_eq!(
+            read_chunks(&runs, 0, 20000),
+            vec![
+                // The 1000-byte hole is under MIN_HOLE_CHUNK: sent as data.
+                Chunk {
+                    offset: 0,
+                    len: 1100,
+                    hole: false
+                },
+                Chunk {
+                    offset: 1100,
+                    len: 8192,
+                    hole: true
+                },
+                // What the map did not cover is data.
+                Chunk {
+                    offset: 9292,
+                    len: 10708,
+                    hole: false
+                },
+            ]
+        );
+        // A short hole becomes data and merges with its neighbours.
+        let runs = [
+            Run {
+                len: 10,
+                hole: false,
+            },
+            Run {
+                len: 100,
+                hole: true,
+            },
+            Run {
+                len: 10,
+                hole: false,
+            },
+        ];
+        assert_eq!(
+            read_chunks(&runs, 50, 120),
+            vec![Chunk {
+                offset: 50,
+                len: 120,
+                hole: false
+            }]
+        );
+        // Runs longer than the request are clipped.
+        assert_eq!(
+            read_chunks(
+                &[Run {
+                    len: 1 << 30,
+                    hole: true
+                }],
+                7,
+                8192
+            ),
+            vec![Chunk {
+                offset: 7,
+                len: 8192,
+                hole: true
+            }]
+        );
+        assert_eq!(read_chunks(&[], 0, 0), vec![]);
+    }
+
+    #[test]
+    fn io_errors_map_to_nbd_errors() {
+        let e = |n: i32| NbdError::from_io(&std::io::Error::from_raw_os_error(n));
+        assert_eq!(e(28), NbdError::NoSpc);
+        assert_eq!(e(122), NbdError::NoSpc);
+        assert_eq!(e(27), NbdError::NoSpc);
+        assert_eq!(e(30), NbdError::Perm);
+        assert_eq!(e(12), NbdError::NoMem);
+        assert_eq!(e(5), NbdError::Io);
+        assert_eq!(NbdError::from_io(&std::io::Error::other("x")), NbdError::Io);
+    }
+}

@@ -846,3 +846,165 @@ fn parse_meta_request(data: &[u8]) -> Result<(String, Vec<String>), (u32, String
     }
     Ok((name, queries))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(name: &[u8], reqs: &[u16]) -> Vec<u8> {
+        let mut d = u32::try_from(name.len()).unwrap().to_be_bytes().to_vec();
+        d.extend_from_slice(name);
+        d.extend_from_slice(&u16::try_from(reqs.len()).unwrap().to_be_bytes());
+        for r in reqs {
+            d.extend_from_slice(&r.to_be_bytes());
+        }
+        d
+    }
+
+    #[test]
+    fn info_request_good() {
+        assert_eq!(
+            parse_info_request(&info(b"disk", &[1, 3])).unwrap(),
+            ("disk".to_owned(), vec![1, 3])
+        );
+        assert_eq!(
+            parse_info_request(&info(b"", &[])).unwrap(),
+            (String::new(), vec![])
+        );
+    }
+
+    #[test]
+    fn info_request_each_bad_field() {
+        assert_eq!(
+            parse_info_request(&[0, 0]).unwrap_err(),
+            "option data shorter than 6 bytes"
+        );
+        let mut long = info(b"x", &[]);
+        long[..4].copy_from_slice(&5000u32.to_be_bytes());
+        assert_eq!(
+            parse_info_request(&long).unwrap_err(),
+            "export name length 5000 above 4096"
+        );
+        let mut past = info(b"x", &[]);
+        past[..4].copy_from_slice(&10u32.to_be_bytes());
+        assert_eq!(
+            parse_info_request(&past).unwrap_err(),
+            "export name length 10 past the option data"
+        );
+        assert_eq!(
+            parse_info_request(&info(&[0xff, 0xfe], &[])).unwrap_err(),
+            "export name is not utf-8"
+        );
+        let mut no_count = info(b"x", &[]);
+        no_count.truncate(5);
+        assert_eq!(
+            parse_info_request(&no_count).unwrap_err(),
+            "information request count missing"
+        );
+        let many = info(b"x", &[0; 65]);
+        assert_eq!(
+            parse_info_request(&many).unwrap_err(),
+            "65 information requests, at most 64"
+        );
+        let mut short = info(b"x", &[1, 2]);
+        short.pop();
+        assert_eq!(
+            parse_info_request(&short).unwrap_err(),
+            "option data is 10 bytes, 11 expected"
+        );
+    }
+
+    fn meta(name: &str, queries: &[&[u8]]) -> Vec<u8> {
+        let mut d = u32::try_from(name.len()).unwrap().to_be_bytes().to_vec();
+        d.extend_from_slice(name.as_bytes());
+        d.extend_from_slice(&u32::try_from(queries.len()).unwrap().to_be_bytes());
+        for q in queries {
+            d.extend_from_slice(&u32::try_from(q.len()).unwrap().to_be_bytes());
+            d.extend_from_slice(q);
+        }
+        d
+    }
+
+    #[test]
+    fn meta_request_good_and_bad() {
+        assert_eq!(
+            parse_meta_request(&meta("v", &[b"base:allocation", b"qemu:x"])).unwrap(),
+            (
+                "v".to_owned(),
+                vec!["base:allocation".to_owned(), "qemu:x".to_owned()]
+            )
+        );
+        let e = parse_meta_request(&[0, 0]).unwrap_err();
+        assert_eq!(e, (REP_ERR_INVALID, "string length missing".to_owned()));
+        let mut trailing = meta("v", &[]);
+        trailing.push(1);
+        assert_eq!(
+            parse_meta_request(&trailing).unwrap_err(),
+            (
+                REP_ERR_INVALID,
+                "1 trailing bytes after the queries".to_owned()
+            )
+        );
+        let mut no_count = meta("v", &[]);
+        no_count.truncate(5);
+        assert_eq!(
+            parse_meta_request(&no_count).unwrap_err(),
+            (REP_ERR_INVALID, "query count missing".to_owned())
+        );
+        let mut too_many = meta("v", &[]);
+        let n = too_many.len();
+        too_many[n - 4..].copy_from_slice(&65u32.to_be_bytes());
+        assert_eq!(
+            parse_meta_request(&too_many).unwrap_err(),
+            (REP_ERR_TOO_BIG, "65 queries, at most 64".to_owned())
+        );
+        let big = vec![b'a'; 4097];
+        assert_eq!(
+            parse_meta_request(&meta("v", &[&big])).unwrap_err(),
+            (REP_ERR_INVALID, "string length 4097 above 4096".to_owned())
+        );
+        let mut cut = meta("v", &[b"base:allocation"]);
+        cut.truncate(cut.len() - 1);
+        assert_eq!(
+            parse_meta_request(&cut).unwrap_err(),
+            (
+                REP_ERR_INVALID,
+                "string length 15 past the option data".to_owned()
+            )
+        );
+        assert_eq!(
+            parse_meta_request(&meta("v", &[&[0xc3]])).unwrap_err(),
+            (REP_ERR_INVALID, "string is not utf-8".to_owned())
+        );
+    }
+
+    #[test]
+    fn config_validation() {
+        let catalog: Arc<dyn ExportCatalog> = Arc::new(crate::StaticCatalog::new());
+        let tls = ServerConfig {
+            tls_mode: TlsMode::Require,
+            ..ServerConfig::default()
+        };
+        assert_eq!(
+            Server::new(Arc::clone(&catalog), tls)
+                .unwrap_err()
+                .to_string(),
+            "tls mode allow or require needs a certificate and key"
+        );
+        let small = ServerConfig {
+            buffer_budget: 1 << 20,
+            ..ServerConfig::default()
+        };
+        assert_eq!(
+            Server::new(Arc::clone(&catalog), small)
+                .unwrap_err()
+                .to_string(),
+            "buffer budget 1048576 below the minimum 34603008"
+        );
+        let zero = ServerConfig {
+            max_in_flight: 0,
+            ..ServerConfig::default()
+        };
+        assert!(Server::new(catalog, zero).is_err());
+    }
+}

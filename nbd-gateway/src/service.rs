@@ -254,3 +254,115 @@ impl Service {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_parse() {
+        assert_eq!(
+            "127.0.0.1:10809".parse::<ListenAddr>().unwrap(),
+            ListenAddr::Tcp("127.0.0.1:10809".parse().unwrap())
+        );
+        assert_eq!(
+            "[::1]:0".parse::<ListenAddr>().unwrap().to_string(),
+            "[::1]:0"
+        );
+        assert_eq!(
+            "unix:/run/nbd.sock".parse::<ListenAddr>().unwrap(),
+            ListenAddr::Unix("/run/nbd.sock".into())
+        );
+        assert_eq!(
+            "unix:".parse::<ListenAddr>().unwrap_err().to_string(),
+            "empty unix socket path"
+        );
+        assert_eq!(
+            "localhost".parse::<ListenAddr>().unwrap_err().to_string(),
+            "listen address \"localhost\" is neither HOST:PORT nor unix:PATH"
+        );
+    }
+
+    #[test]
+    fn metrics_endpoint_serves_prometheus_text() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let opts = ServiceOptions {
+            store: dir.path().join("store"),
+            listen: vec![ListenAddr::Tcp("127.0.0.1:0".parse().unwrap())],
+            read_only: false,
+            tls_mode: TlsMode::Off,
+            tls_cert: None,
+            tls_key: None,
+            metrics: Some("127.0.0.1:0".parse().unwrap()),
+        };
+        rt.block_on(async {
+            let service = Service::bind(&opts).await.unwrap();
+            let addr = service.metrics_addr().unwrap();
+            let m = service.server().metrics().export("disk\"0");
+            m.record(0, true, 4096, 0, Duration::from_micros(70));
+            m.record(1, false, 0, 0, Duration::from_millis(3));
+            let server = Arc::clone(service.server());
+            let task = tokio::spawn(service.run());
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut body = String::new();
+            s.read_to_string(&mut body).await.unwrap();
+            assert!(body.starts_with("HTTP/1.1 200 OK\r\n"), "{body}");
+            for line in [
+                "nbd_requests_total{export=\"disk\\\"0\",command=\"read\"} 1",
+                "nbd_errors_total{export=\"disk\\\"0\",command=\"write\"} 1",
+                "nbd_read_bytes_total{export=\"disk\\\"0\"} 4096",
+                "nbd_request_duration_seconds_bucket{export=\"disk\\\"0\",le=\"0.0001\"} 1",
+                "nbd_request_duration_seconds_bucket{export=\"disk\\\"0\",le=\"+Inf\"} 2",
+                "nbd_request_duration_seconds_count{export=\"disk\\\"0\"} 2",
+            ] {
+                assert!(body.contains(line), "missing {line}\n{body}");
+            }
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /other HTTP/1.1\r\n\r\n").await.unwrap();
+            let mut body = String::new();
+            s.read_to_string(&mut body).await.unwrap();
+            assert!(body.starts_with("HTTP/1.1 404"), "{body}");
+            server.shutdown();
+            task.await.unwrap().unwrap();
+        });
+    }
+
+    #[test]
+    fn tls_needs_credentials() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let opts = ServiceOptions {
+            store: dir.path().to_owned(),
+            listen: vec![ListenAddr::Unix(dir.path().join("s"))],
+            read_only: false,
+            tls_mode: TlsMode::Require,
+            tls_cert: None,
+            tls_key: None,
+            metrics: None,
+        };
+        let e = rt.block_on(Service::bind(&opts)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "tls allow or require needs both a certificate and a key"
+        );
+        let opts = ServiceOptions {
+            listen: vec![],
+            tls_mode: TlsMode::Off,
+            ..opts
+        };
+        let e = rt.block_on(Service::bind(&opts)).unwrap_err();
+        assert_eq!(e.to_string(), "at least one listen address is needed");
+    }
+}

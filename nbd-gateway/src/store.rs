@@ -608,3 +608,174 @@ impl ExportCatalog for Store {
         Ok(Some(export))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated() {
+        for good in ["a", "disk-0", "vm_1.img", &"x".repeat(128)] {
+            validate_name(good).unwrap();
+        }
+        let msg = |n: &str| validate_name(n).unwrap_err().to_string();
+        assert_eq!(msg(""), "name length 0 out of range 1..=128");
+        assert_eq!(
+            msg(&"x".repeat(129)),
+            "name length 129 out of range 1..=128"
+        );
+        assert_eq!(
+            msg(".hidden"),
+            "name \".hidden\" must not start with '.' or '-'"
+        );
+        assert_eq!(msg("-opt"), "name \"-opt\" must not start with '.' or '-'");
+        assert_eq!(
+            msg("a@b"),
+            "name \"a@b\" has character '@'; allowed are A-Z a-z 0-9 . _ -"
+        );
+        assert_eq!(msg("../x"), "name \"../x\" must not start with '.' or '-'");
+        assert_eq!(
+            msg("a/b"),
+            "name \"a/b\" has character '/'; allowed are A-Z a-z 0-9 . _ -"
+        );
+    }
+
+    #[test]
+    fn volume_lifecycle() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let info = store.create_volume("v", 1 << 20, "desc").unwrap();
+        assert_eq!(
+            (
+                info.schema,
+                info.name.as_str(),
+                info.size,
+                info.format,
+                info.description.as_str()
+            ),
+            (1, "v", 1 << 20, VolumeFormat::Raw, "desc")
+        );
+        let data = dir.path().join("volumes/v/data.raw");
+        assert_eq!(fs::metadata(&data).unwrap().len(), 1 << 20);
+        // Sparse: nothing allocated.
+        assert_eq!(fs::metadata(&data).unwrap().blocks(), 0);
+        assert_eq!(store.list_volumes().unwrap(), vec![info.clone()]);
+        assert!(matches!(
+            store.create_volume("v", 1, ""),
+            Err(Error::Exists { what: "volume", .. })
+        ));
+        assert_eq!(
+            store.create_volume("w", 0, "").unwrap_err().to_string(),
+            "volume size 0 out of range 1..=1152921504606846976"
+        );
+        assert!(matches!(
+            store.create_volume("w", 1, &"d".repeat(4097)),
+            Err(Error::Usage(_))
+        ));
+        assert!(matches!(
+            store.volume_info("nope"),
+            Err(Error::NotFound { what: "volume", .. })
+        ));
+        // Temporary and trash entries are invisible.
+        fs::create_dir(dir.path().join("volumes/.tmp-x-1-1")).unwrap();
+        assert_eq!(store.list_volumes().unwrap().len(), 1);
+        assert_eq!(store.list().unwrap(), vec!["v".to_owned()]);
+        store.remove_volume("v").unwrap();
+        assert!(store.list_volumes().unwrap().is_empty());
+        assert!(matches!(
+            store.remove_volume("v"),
+            Err(Error::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn corrupt_metadata_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.create_volume("v", 4096, "").unwrap();
+        let meta = dir.path().join("volumes/v/volume.json");
+        fs::write(&meta, b"{\"schema\":1,\"bogus\":true}").unwrap();
+        assert!(matches!(store.volume_info("v"), Err(Error::Corrupt { .. })));
+        fs::write(
+            &meta,
+            br#"{"schema":1,"name":"other","size":4096,"format":"raw","description":"","created_unix":0}"#,
+        )
+        .unwrap();
+        let e = store.volume_info("v").unwrap_err().to_string();
+        assert!(
+            e.ends_with("names volume \"other\" schema 1, expected \"v\" schema 1"),
+            "{e}"
+        );
+        fs::write(&meta, vec![b' '; 70 * 1024]).unwrap();
+        let e = store.volume_info("v").unwrap_err().to_string();
+        assert!(e.ends_with("metadata larger than 65536 bytes"), "{e}");
+    }
+
+    #[test]
+    fn snapshots_are_sparse_immutable_and_independent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.create_volume("v", 8 << 20, "").unwrap();
+        let vol = store.open("v").unwrap().unwrap();
+        vol.backend().write_at(&[0xAB; 4096], 1 << 20).unwrap();
+        let snap = store.create_snapshot("v", "s1").unwrap();
+        assert_eq!(
+            (snap.volume.as_str(), snap.name.as_str(), snap.size),
+            ("v", "s1", 8 << 20)
+        );
+        let path = dir.path().join("volumes/v/snapshots/s1/data.raw");
+        // Holes stay holes whichever method was used.
+        let blocks = fs::metadata(&path).unwrap().blocks();
+        assert!(blocks <= 64, "snapshot allocates {blocks} blocks");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o444
+        );
+        // Later writes to the volume do not reach the snapshot.
+        vol.backend().write_at(&[0xCD; 4096], 1 << 20).unwrap();
+        let s = store.open("v@s1").unwrap().unwrap();
+        assert!(s.is_read_only());
+        let mut buf = vec![0u8; 4096];
+        s.backend().read_at(&mut buf, 1 << 20).unwrap();
+        assert_eq!(buf, vec![0xAB; 4096]);
+        assert_eq!(store.list_snapshots("v").unwrap(), vec![snap]);
+        assert_eq!(
+            store.list().unwrap(),
+            vec!["v".to_owned(), "v@s1".to_owned()]
+        );
+        assert!(matches!(
+            store.create_snapshot("v", "s1"),
+            Err(Error::Exists {
+                what: "snapshot",
+                ..
+            })
+        ));
+        assert!(matches!(
+            store.create_snapshot("nope", "s1"),
+            Err(Error::NotFound { what: "volume", .. })
+        ));
+        assert!(store.open("v@nope").unwrap().is_none());
+        assert!(store.open("nope").unwrap().is_none());
+        assert!(store.open("../../etc").unwrap().is_none());
+        assert!(store.open("").unwrap().is_none());
+        store.remove_snapshot("v", "s1").unwrap();
+        assert!(store.list_snapshots("v").unwrap().is_empty());
+    }
+
+    #[test]
+    fn connections_share_one_export_until_the_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.create_volume("v", 4096, "").unwrap();
+        let a = store.open("v").unwrap().unwrap();
+        let b = store.open("v").unwrap().unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        // Removed and re-created behind our back: a new export.
+        let other = Store::open(dir.path()).unwrap();
+        other.remove_volume("v").unwrap();
+        other.create_volume("v", 8192, "").unwrap();
+        let c = store.open("v").unwrap().unwrap();
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(c.size(), 8192);
+    }
+}
