@@ -353,3 +353,37 @@ fn qemu_negotiates_extended_headers() {
         "{err}"
     );
 }
+
+#[test]
+fn fio_nbd_engine_random_writes_verify() {
+    if !have("fio") {
+        return;
+    }
+    let t = TestServer::start();
+    t.volume("v", SIZE);
+    let out = run(Command::new("fio").args([
+        "--name=verify",
+        "--ioengine=nbd",
+        &format!("--uri={}", t.uri("v")),
+        "--rw=randwrite",
+        "--bs=4k",
+        "--iodepth=32",
+        "--size=16M",
+        "--verify=crc32c",
+        "--do_verify=1",
+        "--randseed=42",
+        "--output-format=json",
+    ]));
+    // The nbd engine prints "fio: connected to NBD server" before the JSON.
+    let text = stdout(&out);
+    let json = &text[text.find('{').unwrap()..];
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    let job = &v["jobs"][0];
+    assert_eq!(job["error"].as_u64(), Some(0), "{job}");
+    assert_eq!(job["write"]["io_bytes"].as_u64(), Some(16 << 20));
+    assert_eq!(
+        job["read"]["io_bytes"].as_u64(),
+        Some(16 << 20),
+        "verify pass"
+    );
+}
