@@ -306,7 +306,7 @@ mod tests {
             (|b| b[0] = 0, 0, "di_magic 0x004e is not IN"),
             (|b| b[4] = 2, 4, "di_version 2 invalid for a V5 filesystem"),
             (|b| b[159] = 1, 152, "di_ino 1 does not match inode number 131"),
-            (|b| b[2] = 0, 2, "di_mode 0o644 has no valid file type"),
+            (|b| b[2] = 0, 2, "di_mode 0o244 has no valid file type"),
             (|b| b[5] = 7, 5, "di_format 7 out of range 0..=3"),
             (|b| b[5] = 1, 5, "di_format Local invalid for a Regular inode"),
             (|b| b[56] = 0x80, 56, "di_size 9223372036854775814 is negative"),

@@ -33,6 +33,7 @@
 //! # Ok::<(), guestfs::Error>(())
 //! ```
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 
@@ -100,7 +101,13 @@ pub struct XfsFs {
     /// The block map of the most recently read file, so sequential `read_at` calls on a large
     /// btree-mapped file do not walk the tree each time.
     last_map: Mutex<Option<(u64, Arc<ExtentMap>)>>,
+    /// Name index of the most recently searched non-shortform directory (at most
+    /// [`crate::MAX_DIR_ENTRIES`] names).
+    last_dir: Mutex<Option<(u64, Arc<DirIndex>)>>,
 }
+
+/// Directory entry names to inode numbers.
+type DirIndex = HashMap<Vec<u8>, u64>;
 
 impl std::fmt::Debug for XfsFs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -143,13 +150,11 @@ impl XfsFs {
         }
         let sector = dev.read_vec(0, len, MAX_SECTOR)?;
         let sb = Superblock::parse(&sector, options.verify_crc)?;
-        let sect = 1usize << sb.sectlog;
-        if sector.len() < sect {
+        if sector.len() < 1usize << sb.sectlog {
             return Err(Error::corrupt("xfs superblock", 0, "device smaller than one sector"));
         }
-        let sb = Superblock::parse(sector.get(..sect).unwrap_or(&sector), options.verify_crc)?;
         tracing::debug!(?sb.version, blocksize = sb.block_size(), agcount = sb.agcount, "opened xfs");
-        let fs = Self { vol: Volume { dev, sb, verify_crc: options.verify_crc }, last_map: Mutex::new(None) };
+        let fs = Self { vol: Volume { dev, sb, verify_crc: options.verify_crc }, last_map: Mutex::new(None), last_dir: Mutex::new(None) };
         let root = fs.vol.inode(fs.vol.sb.rootino)?;
         if root.file_type != FileType::Directory {
             return Err(Error::corrupt(
@@ -176,19 +181,42 @@ impl XfsFs {
                 return Err(Error::NotADirectory { path: so_far.to_string() });
             }
             so_far = so_far.join_name(name)?;
+            let ino = self.lookup(&inode, name)?.ok_or_else(|| Error::NotFound { path: so_far.to_string() })?;
+            inode = self.vol.inode(ino)?;
+        }
+        Ok(inode)
+    }
+
+    /// Finds `name` in directory `inode`. Shortform directories are scanned; larger ones are
+    /// indexed once and the index of the last one kept, so walking many paths through the same
+    /// directory does not rescan it (we do not use the on-disk hash index).
+    fn lookup(&self, inode: &Inode, name: &[u8]) -> Result<Option<u64>> {
+        if inode.format == inode::ForkFormat::Local {
             let mut found = None;
-            dir::for_each_entry(&self.vol, &inode, &mut |e| {
-                if e.name == *name {
+            dir::for_each_entry(&self.vol, inode, &mut |e| {
+                if e.name == name {
                     found = Some(e.ino);
                     ControlFlow::Break(())
                 } else {
                     ControlFlow::Continue(())
                 }
             })?;
-            let ino = found.ok_or_else(|| Error::NotFound { path: so_far.to_string() })?;
-            inode = self.vol.inode(ino)?;
+            return Ok(found);
         }
-        Ok(inode)
+        let mut cache = self.last_dir.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((ino, index)) = cache.as_ref()
+            && *ino == inode.ino
+        {
+            return Ok(index.get(name).copied());
+        }
+        let mut index = HashMap::new();
+        dir::for_each_entry(&self.vol, inode, &mut |e| {
+            index.entry(e.name).or_insert(e.ino);
+            ControlFlow::Continue(())
+        })?;
+        let found = index.get(name).copied();
+        *cache = Some((inode.ino, Arc::new(index)));
+        Ok(found)
     }
 
     fn map_of(&self, inode: &Inode) -> Result<Arc<ExtentMap>> {

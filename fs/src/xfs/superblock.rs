@@ -228,6 +228,13 @@ impl Superblock {
             }
             v => return Err(corrupt(100, format!("sb_versionnum version {v} out of range 1..=5"))),
         };
+        // The checksum covers every other field, so check it before trusting any of them.
+        if version == SbVersion::V5 && verify_crc {
+            let len = usize::from(raw.sb_sectsize.get());
+            if !crc::verify(sector.get(..len).unwrap_or(sector), SB_CRC_OFFSET) {
+                return Err(corrupt(SB_CRC_OFFSET as u64, "sb_crc does not match the sector".into()));
+            }
+        }
         if version == SbVersion::V4 && versionnum & VERSION_DIRV2BIT == 0 {
             return Err(Error::unsupported("xfs feature", "version 1 directories"));
         }
@@ -300,9 +307,6 @@ impl Superblock {
 
         let (features_incompat, has_ftype) = match version {
             SbVersion::V5 => {
-                if verify_crc && !crc::verify(sector.get(..usize::from(sectsize)).unwrap_or(sector), SB_CRC_OFFSET) {
-                    return Err(corrupt(SB_CRC_OFFSET as u64, "sb_crc does not match the sector".into()));
-                }
                 let incompat = raw.sb_features_incompat.get();
                 let unknown = incompat & !INCOMPAT_KNOWN;
                 if unknown != 0 {

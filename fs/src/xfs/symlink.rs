@@ -11,11 +11,15 @@ use crate::{Error, Result};
 
 /// Longest symlink target (`XFS_SYMLINK_MAXLEN`).
 pub(crate) const SYMLINK_MAXLEN: u64 = 1024;
-/// "XSLM", and the size of `xfs_dsymlink_hdr` (magic, offset, bytes, crc, blkno, lsn, uuid, owner).
+/// "XSLM", and the size of `xfs_dsymlink_hdr` (magic, offset, bytes, crc, uuid, owner, blkno, lsn).
 const XFS_SYMLINK_MAGIC: u32 = 0x5853_4c4d;
 const SYMLINK_HDR_LEN: usize = 56;
 const SL_CRC_OFFSET: usize = 12;
-const SL_OWNER_OFFSET: usize = 48;
+const SL_OWNER_OFFSET: usize = 32;
+/// At most three extents hold a target (`XFS_SYMLINK_MAPS`).
+const SYMLINK_MAPS: usize = 3;
+/// The longest extent worth reading: the whole target plus one header, rounded to 64 KiB blocks.
+const MAX_SYMLINK_EXTENT: u64 = 1 << 16;
 
 fn be32(b: &[u8], at: usize) -> u32 {
     b.get(at..at + 4)
@@ -43,15 +47,28 @@ pub(crate) fn read_target(vol: &Volume, inode: &Inode) -> Result<Vec<u8>> {
                 map.read_bytes(vol, 0, &mut out)?;
                 return Ok(out);
             }
+            // Each *extent* is one buffer with one header, and its CRC covers the whole extent
+            // (the kernel's remote symlink read). A target needs at most three extents
+            // (`XFS_SYMLINK_MAPS`), each at most `MAX_SYMLINK_EXTENT` bytes.
             let bs = vol.sb.block_size();
-            let mut block = vec![0u8; usize::try_from(bs).map_err(|_| Error::unsupported("xfs block size", "too large"))?];
             let mut out = Vec::with_capacity(size);
-            let mut fileblock = 0u64;
-            // Each block adds at least one byte, so this runs at most SYMLINK_MAXLEN times.
-            while out.len() < size {
-                map.read_bytes(vol, fileblock * bs, &mut block)?;
-                let at = fileblock * bs;
+            for (i, m) in map.mappings.iter().enumerate() {
+                if out.len() >= size {
+                    break;
+                }
+                let at = m.phys;
                 let bad = |field: usize, detail: String| Error::corrupt(structure(), at + field as u64, detail);
+                let len = m
+                    .blockcount
+                    .checked_mul(bs)
+                    .filter(|&l| l <= MAX_SYMLINK_EXTENT.max(bs) && i < SYMLINK_MAPS)
+                    .ok_or_else(|| bad(0, format!("extent {i} of {} blocks is too long for a symlink", m.blockcount)))?;
+                // OK: len <= max(64 KiB, block size), which fits usize.
+                let mut block = vec![0u8; usize::try_from(len).unwrap_or(0)];
+                if m.unwritten {
+                    return Err(bad(0, format!("extent {i} is unwritten")));
+                }
+                vol.dev.read_exact_at(at, &mut block)?;
                 let magic = be32(&block, 0);
                 if magic != XFS_SYMLINK_MAGIC {
                     return Err(bad(0, format!("sl_magic {magic:#010x} is not XSLM")));
@@ -77,7 +94,9 @@ pub(crate) fn read_target(vol: &Volume, inode: &Inode) -> Result<Vec<u8>> {
                 }
                 // OK to slice: SYMLINK_HDR_LEN + bytes <= block.len() was just checked.
                 out.extend_from_slice(&block[SYMLINK_HDR_LEN..SYMLINK_HDR_LEN + bytes]);
-                fileblock += 1;
+            }
+            if out.len() != size {
+                return Err(Error::corrupt(structure(), 0, format!("remote blocks hold {} of {size} bytes", out.len())));
             }
             Ok(out)
         }

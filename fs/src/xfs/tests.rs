@@ -90,7 +90,7 @@ fn long_target() -> String {
 }
 
 /// Writes host files and a protofile describing the test tree; returns the protofile path.
-fn write_proto(dir: &Path, huge_entries: usize) -> PathBuf {
+fn write_proto(dir: &Path, huge_entries: usize, long_symlink: bool) -> PathBuf {
     std::fs::write(dir.join("small"), b"hello xfs\n").unwrap();
     std::fs::write(dir.join("big"), pattern(7, 3 * 1024 * 1024 + 123)).unwrap();
     std::fs::write(dir.join("empty"), b"").unwrap();
@@ -100,7 +100,9 @@ fn write_proto(dir: &Path, huge_entries: usize) -> PathBuf {
     l.push(format!("big ---600 0 0 {}", s("big")));
     l.push(format!("empty ---644 0 0 {}", s("empty")));
     l.push("short l--777 0 0 small".to_owned());
-    l.push(format!("long l--777 0 0 {}", long_target()));
+    if long_symlink {
+        l.push(format!("long l--777 0 0 {}", long_target()));
+    }
     l.push("fifo p--600 0 0".to_owned());
     l.push("null c--666 0 0 1 3".to_owned());
     l.push("sf d--750 5 6".to_owned());
@@ -125,8 +127,15 @@ fn write_proto(dir: &Path, huge_entries: usize) -> PathBuf {
     proto
 }
 
+/// `mkfs.xfs -p` with the test tree. xfsprogs 6.1 writes remote symlinks without the v5 "XSLM"
+/// header (`xfs_db` reports a CRC error on them), so on v5 the long symlink is left out unless a
+/// test wants that broken one.
 fn mkfs(dir: &Path, name: &str, opts: &[&str], huge_entries: usize, size: &str) -> PathBuf {
-    let proto = write_proto(dir, huge_entries);
+    mkfs_with(dir, name, opts, huge_entries, size, opts.contains(&"crc=0"))
+}
+
+fn mkfs_with(dir: &Path, name: &str, opts: &[&str], huge_entries: usize, size: &str, long_symlink: bool) -> PathBuf {
+    let proto = write_proto(dir, huge_entries, long_symlink);
     let img = dir.join(name);
     let out = Command::new("mkfs.xfs")
         .args(["-q", "-f"])
@@ -196,7 +205,10 @@ fn check_tree(img: &Path, huge_entries: usize, ftype: bool) {
         assert_eq!(ours.len(), oracle.len(), "{dir}");
         for e in &ours {
             let (ino, ty) = &oracle[&e.name];
-            assert_eq!(type_word(e.file_type), ty, "{dir} {:?}", e.name);
+            if ty != "unknown" {
+                // xfs_db says "unknown" when entries carry no ftype.
+                assert_eq!(type_word(e.file_type), ty, "{dir} {:?}", e.name);
+            }
             let child = GuestPath::parse(dir.as_bytes()).unwrap().join_name(&e.name).unwrap();
             assert_eq!(fs.lstat(&child).unwrap().ino, *ino);
         }
@@ -229,8 +241,19 @@ fn check_tree(img: &Path, huge_entries: usize, ftype: bool) {
     assert_eq!(fs.read_at(&p("/big"), 1 << 30, &mut buf).unwrap(), 0);
     assert_eq!(fs.read_file(b"/short", 1 << 20).unwrap(), b"hello xfs\n", "followed in-guest");
     assert_eq!(fs.read_link(&p("/short")).unwrap(), b"small");
-    assert_eq!(fs.read_link(&p("/long")).unwrap(), long_target().as_bytes());
-    assert_eq!(fs.lstat(&p("/long")).unwrap().size, LONG_TARGET_LEN as u64);
+    match (fs.superblock().version, fs.read_link(&p("/long"))) {
+        (super::superblock::SbVersion::V4, Ok(t)) => {
+            assert_eq!(t, long_target().as_bytes());
+            assert_eq!(fs.lstat(&p("/long")).unwrap().size, LONG_TARGET_LEN as u64);
+        }
+        // The header mkfs 6.1 leaves out (see `mkfs`).
+        (_, Err(Error::Corrupt { structure, detail, .. })) => {
+            assert!(structure.starts_with("xfs symlink "), "{structure}");
+            assert_eq!(detail, "sl_magic 0x2f6c6f6e is not XSLM");
+        }
+        (_, Err(Error::NotFound { .. })) => {}
+        (v, r) => panic!("{v:?} {r:?}"),
+    }
 
     assert!(matches!(fs.lstat(&p("/nope")), Err(Error::NotFound { path }) if path == "/nope"));
     assert!(matches!(fs.lstat(&p("/huge/x")), Err(Error::NotFound { path }) if path == "/huge/x"));
@@ -249,7 +272,7 @@ fn v5_image_matches_xfs_db() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let img = mkfs(dir.path(), "v5.img", &[], 5000, "300m");
+    let img = mkfs_with(dir.path(), "v5.img", &[], 5000, "300m", true);
     let fs = open_file(&img);
     assert_eq!(fs.superblock().version, super::superblock::SbVersion::V5);
     assert!(fs.superblock().has_bigtime);
@@ -291,11 +314,10 @@ fn v5_variants_match_xfs_db() {
     assert_eq!(fs.superblock().dirblklog, 1);
     assert!(fs.superblock().has_nrext64);
     check_tree(&img, 3000, true);
-    // 1 KiB blocks: the long symlink spans two remote blocks; small AGs.
+    // 1 KiB blocks: directory blocks hold fewer entries; more btree levels.
     let img = mkfs(dir.path(), "b1k.img", &["-b", "size=1024"], 1000, "300m");
     let fs = open_file(&img);
     assert_eq!(fs.superblock().block_size(), 1024);
-    assert!(fs.walk(&p("/long")).unwrap().nextents >= 1);
     check_tree(&img, 1000, true);
 }
 
@@ -364,7 +386,8 @@ fn kernel_written_files_match_kernel_reads() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let img = mkfs(dir.path(), "k.img", &[], 50, "300m");
+    // 1 KiB blocks, so a 1000-byte symlink target spans two remote blocks (968 bytes each).
+    let img = mkfs(dir.path(), "k.img", &["-b", "size=1024"], 50, "300m");
     let mnt = dir.path().join("mnt");
     {
         let Some(_m) = try_mount(&img, &mnt, "rw") else { return };
@@ -388,6 +411,7 @@ fn kernel_written_files_match_kernel_reads() {
         f.sync_all().unwrap();
         let st = Command::new("fallocate").args(["-o", "0", "-l", "65536"]).arg(mnt.join("prealloc")).status();
         assert!(st.is_ok_and(|s| s.success()));
+        std::os::unix::fs::symlink(long_target(), mnt.join("longlink")).unwrap();
         std::fs::create_dir(mnt.join("made")).unwrap();
         for i in 0..100 {
             std::fs::write(mnt.join(format!("made/f{i}")), format!("{i}")).unwrap();
@@ -400,7 +424,7 @@ fn kernel_written_files_match_kernel_reads() {
     use super::inode::ForkFormat;
     let frag = fs.walk(&p("/frag")).unwrap();
     assert_eq!(frag.format, ForkFormat::Btree);
-    assert_eq!(frag.nextents, 400);
+    assert!(frag.nextents >= 400, "{} extents", frag.nextents);
     let sparse = fs.read_file(b"/sparse", 32 << 20).unwrap();
     assert_eq!(sparse.len(), 20 << 20);
     assert_eq!(&sparse[..4], b"head");
@@ -412,6 +436,9 @@ fn kernel_written_files_match_kernel_reads() {
     assert_eq!(&pre[1 << 20..], b"tail");
     let map = super::bmap::ExtentMap::read(&fs.vol, &fs.walk(&p("/prealloc")).unwrap()).unwrap();
     assert!(map.mappings.iter().any(|m| m.unwritten), "fallocate made an unwritten extent");
+    assert_eq!(fs.read_link(&p("/longlink")).unwrap(), long_target().as_bytes());
+    let ll = fs.walk(&p("/longlink")).unwrap();
+    assert_eq!((ll.format, ll.size), (ForkFormat::Extents, LONG_TARGET_LEN as u64));
     let made = fs.read_dir(&p("/made")).unwrap();
     assert_eq!(made.len(), 66);
     let Some(_m) = try_mount(&img, &mnt, "ro") else { return };
@@ -458,10 +485,12 @@ fn broken_superblock_fields_on_a_real_image() {
     // With them, any change is a checksum mismatch first.
     assert_eq!(corrupt_at(open(vec![(124, 3)], full, true)), ("xfs superblock".into(), 224));
     // A root inode number that points at a non-inode block.
-    let root_at = open(vec![], full, true).unwrap().superblock().inode_location(128).unwrap();
-    let (s, o) = corrupt_at(open(vec![(root_at, 0)], full, false));
-    assert_eq!((s.as_str(), o), ("xfs inode 128", root_at));
-    assert_eq!(corrupt_at(open(vec![(root_at + 200, 1)], full, true)), ("xfs inode 128".into(), root_at + 100));
+    let sb = open(vec![], full, true).unwrap().superblock().clone();
+    let root_at = sb.inode_location(sb.rootino).unwrap();
+    let root = format!("xfs inode {}", sb.rootino);
+    assert_eq!(corrupt_at(open(vec![(root_at, 0)], full, false)), (root.clone(), root_at));
+    let flip = !bytes[usize::try_from(root_at).unwrap() + 200];
+    assert_eq!(corrupt_at(open(vec![(root_at + 200, flip)], full, true)), (root, root_at + 100));
     // A device shorter than the superblock.
     assert_eq!(corrupt_at(open(vec![], 100, true)), ("xfs superblock".into(), 0));
     // A truncated device fails on the first read past the end, as a disk error.
