@@ -1226,7 +1226,12 @@ fn fuzz_mutations_never_panic() {
     for seed in &seeds {
         crate::fuzzing::fuzz_hive(seed);
     }
-    for i in 0..1000 {
+    // REHOST_FUZZ_ITERS runs a longer campaign by hand; 1,000 by default.
+    let iters: usize = std::env::var("REHOST_FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    for i in 0..iters {
         let seed = &seeds[i % seeds.len()];
         crate::fuzzing::fuzz_hive(&mutate(&mut rng, seed));
     }
