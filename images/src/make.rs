@@ -257,27 +257,23 @@ fn make_fs(
             }
             tools::run(cmd.arg(img))?;
             for (path, node) in fs.tree.entries() {
-                let target = format!("::/{path}");
-                let mut cmd = Command::new("mmd");
-                cmd.env("MTOOLS_SKIP_CHECK", "1");
-                match node {
-                    crate::tree::Node::Dir { .. } => {
-                        cmd.arg("-i").arg(img).arg(&target);
-                    }
-                    crate::tree::Node::File { .. } => {
-                        cmd = tools::command(tools::MCOPY)?;
-                        cmd.env("MTOOLS_SKIP_CHECK", "1")
-                            .arg("-m")
-                            .arg("-i")
-                            .arg(img)
-                            .arg(stage.join(path))
-                            .arg(&target);
-                    }
+                let tool = match node {
+                    crate::tree::Node::Dir { .. } => tools::MMD,
+                    crate::tree::Node::File { .. } => tools::MCOPY,
                     crate::tree::Node::Symlink { .. } => {
                         return Err(Error::Invalid(format!("vfat cannot hold symlink {path}")));
                     }
+                };
+                let mut cmd = tools::command(tool)?;
+                // mtools takes new directories' times from SOURCE_DATE_EPOCH when set.
+                cmd.env("MTOOLS_SKIP_CHECK", "1")
+                    .env("SOURCE_DATE_EPOCH", crate::tree::FIXED_EPOCH.to_string())
+                    .arg("-i")
+                    .arg(img);
+                if tool == tools::MCOPY {
+                    cmd.arg("-m").arg(stage.join(path));
                 }
-                tools::run(&mut cmd)?;
+                tools::run(cmd.arg(format!("::/{path}")))?;
             }
         }
         FsKind::Ntfs => {

@@ -213,14 +213,10 @@ pub(crate) fn cpio_newc(files: &[(&str, &[u8])]) -> Vec<u8> {
     out
 }
 
-/// Compresses `data` with an external compressor (`xz`, `zstd`, `gzip`) for `.ko.xz`-style files.
-pub(crate) fn compress(program: &'static str, data: &[u8]) -> crate::Result<Vec<u8>> {
-    let mut cmd = std::process::Command::new(program);
-    cmd.arg("-c");
-    if program == "gzip" {
-        cmd.arg("-n");
-    }
-    crate::tools::run_with_input(&mut cmd, Some(data))
+/// Compresses `data` with `xz` or `zstd` (deterministic for the same input and tool version),
+/// for `.ko.xz` / `.ko.zst` module files.
+pub(crate) fn compress(tool: crate::tools::Tool, data: &[u8]) -> crate::Result<Vec<u8>> {
+    crate::tools::run_with_input(crate::tools::command(tool)?.arg("-c"), Some(data))
 }
 
 #[cfg(test)]

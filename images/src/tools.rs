@@ -66,6 +66,21 @@ pub(crate) const HIVEXREGEDIT: Tool = Tool {
     package: "libhivex-bin",
     version_arg: "--version",
 };
+pub(crate) const MMD: Tool = Tool {
+    program: "mmd",
+    package: "mtools",
+    version_arg: "--version",
+};
+pub(crate) const XZ: Tool = Tool {
+    program: "xz",
+    package: "xz-utils",
+    version_arg: "--version",
+};
+pub(crate) const ZSTD: Tool = Tool {
+    program: "zstd",
+    package: "zstd",
+    version_arg: "--version",
+};
 pub(crate) const QEMU_IMG: Tool = Tool {
     program: "qemu-img",
     package: "qemu-utils",

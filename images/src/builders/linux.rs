@@ -80,7 +80,7 @@ pub(crate) struct KernelStyle {
     /// Module file suffix (`.ko`, `.ko.xz`, `.ko.zst`).
     pub(crate) module_suffix: &'static str,
     /// Compressor for module files (`xz`, `zstd`) or none.
-    pub(crate) compressor: Option<&'static str>,
+    pub(crate) compressor: Option<crate::tools::Tool>,
     /// Extra `/boot/config` lines.
     pub(crate) config_extra: &'static str,
     /// Tree prefix for `/boot` files ("boot/" when /boot is on the root filesystem, "" when the

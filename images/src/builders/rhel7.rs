@@ -199,7 +199,7 @@ pub(crate) fn plan() -> Result<Plan> {
         &KernelStyle {
             modules_dir: "usr/lib/modules",
             module_suffix: ".ko.xz",
-            compressor: Some("xz"),
+            compressor: Some(crate::tools::XZ),
             config_extra: "",
             boot_prefix: "",
         },

@@ -150,7 +150,7 @@ pub(crate) fn plan() -> Result<Plan> {
         &KernelStyle {
             modules_dir: "lib/modules",
             module_suffix: ".ko.zst",
-            compressor: Some("zstd"),
+            compressor: Some(crate::tools::ZSTD),
             config_extra: "CONFIG_XEN=y\n",
             boot_prefix: "boot/",
         },
