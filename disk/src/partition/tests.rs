@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::gpt::types;
 use super::testutil::{
-    FileDisk, GptEntrySpec, GptSpec, SectorDisk, fix_header_crc, have_tool, mbr_entry, run,
+    FileDisk, GptEntrySpec, GptSpec, Rng, SectorDisk, fix_header_crc, have_tool, mbr_entry, run,
 };
 use super::*;
 use crate::Error;
@@ -453,20 +453,6 @@ fn mbr_with_logicals_matches_sfdisk() {
 
 // ---------------------------------------------------------------------------------------------
 // Mutation tests (house style S17).
-
-/// A tiny fixed-seed PRNG (xorshift64*), so mutations are the same on every run.
-pub(crate) struct Rng(pub(crate) u64);
-impl Rng {
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    pub(crate) fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 /// Most bytes `read_table` may read: sector 0, two probes, three header+array attempts
 /// (primary and two backup candidates) and one backup check, or a full EBR chain.
