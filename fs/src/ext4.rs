@@ -27,6 +27,12 @@
 //!   `catch_unwind` and turns a panic into [`Error::Corrupt`]. That is a last-resort guard against
 //!   a dependency bug, not a substitute for the validation done here; the default panic hook
 //!   still prints the panic message to stderr.
+//! - `File::seek_to` walks the file block by block, holes included, so `read_at` refuses to
+//!   skip more than [`MAX_SEEK_BLOCKS`] blocks; an open file is kept between calls so
+//!   sequential reads never seek.
+//! - It only replays JBD2 journals with the `64bit` and `csum_v3` features (see
+//!   [`JournalView`]).
+//! - Metadata reads for `nlink` go to the device directly, not through the journal.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,6 +72,11 @@ const GOOD_OLD_INODE_SIZE: u16 = 128;
 const GOOD_OLD_DESC_SIZE: u16 = 32;
 /// Largest `s_desc_size` the kernel accepts (`EXT4_MAX_DESC_SIZE`).
 const MAX_DESC_SIZE: u16 = 1024;
+/// Most blocks `read_at` lets `ext4-view` skip to reach an offset: its `File::seek_to` steps
+/// through the file's blocks one by one (holes included), so a hostile `i_size` with a far
+/// offset would otherwise spin for up to 2^32 steps. 2^24 blocks is 16 GiB at 1 KiB blocks and
+/// 64 GiB at 4 KiB blocks; sequential reads never seek, so `read_file` is not limited by this.
+pub const MAX_SEEK_BLOCKS: u64 = 1 << 24;
 /// Offset of `i_links_count` in an inode (ext4 disk layout, "Inode Table").
 const I_LINKS_COUNT: u64 = 0x1A;
 /// Offsets of `bg_inode_table_lo` and `bg_inode_table_hi` in a group descriptor.
@@ -872,6 +883,7 @@ impl FsRead for Ext4Fs {
     fn read_at(&self, path: &GuestPath, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let p = path.clone();
         let len = buf.len();
+        let block_size = self.superblock.block_size;
         let data = self.call(len, move |w| {
             let reuse = matches!(&w.open, Some((q, _)) if *q == p);
             if !reuse {
@@ -900,6 +912,12 @@ impl FsRead for Ext4Fs {
             }
             let want = usize::try_from(size - offset).map_or(len, |rest| rest.min(len));
             if file.position() != offset {
+                if offset / block_size > MAX_SEEK_BLOCKS {
+                    return Err(Error::LimitExceeded {
+                        what: format!("{p}: seek to byte {offset}, in blocks"),
+                        limit: MAX_SEEK_BLOCKS,
+                    });
+                }
                 // A failed seek leaves the file's block iterator exhausted; drop it.
                 if let Err(e) = file.seek_to(offset) {
                     w.open = None;
@@ -1176,6 +1194,48 @@ mod tests {
             counting.bytes() - before < 1 << 20,
             "read {} bytes",
             counting.bytes() - before
+        );
+    }
+
+    #[test]
+    fn far_seeks_into_sparse_files_are_capped() {
+        if !need(&["mke2fs", "truncate"]) {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        // 80 GiB of hole, then five bytes: mke2fs -d keeps the hole.
+        let huge = root.join("huge");
+        assert!(run(Command::new("truncate").args(["-s", "80G"]).arg(&huge)));
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&huge)
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"tail\n").unwrap();
+        drop(f);
+        let img = tmp.path().join("img");
+        assert!(run(Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-d"])
+            .arg(&root)
+            .arg(&img)
+            .arg("16M")));
+        let fs = Ext4Fs::open(mem_file(&img)).unwrap();
+        let p = gp("/huge");
+        assert_eq!(fs.lstat(&p).unwrap().size, (80 << 30) + 5);
+        let mut buf = [1u8; 8];
+        assert_eq!(fs.read_at(&p, 1 << 30, &mut buf).unwrap(), 8);
+        assert_eq!(buf, [0; 8]);
+        let e = fs.read_at(&p, 80 << 30, &mut buf).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::LimitExceeded {
+                    limit: MAX_SEEK_BLOCKS,
+                    ..
+                }
+            ),
+            "{e}"
         );
     }
 
