@@ -39,6 +39,7 @@ fn run(input: Vec<u8>) -> Vec<u8> {
         let config = ServerConfig {
             handshake_timeout: RUN_TIMEOUT,
             reply_timeout: RUN_TIMEOUT,
+            request_timeout: RUN_TIMEOUT,
             ..ServerConfig::default()
         };
         let Ok(server) = Server::new(Arc::new(catalog), config) else {

@@ -37,6 +37,6 @@ pub use export::{Export, ExportCatalog, StaticCatalog};
 pub use metrics::{ExportMetrics, Metrics, serve_metrics};
 pub use proto::{MAX_PAYLOAD, NbdError};
 pub use server::{Server, ServerConfig, TlsMode};
-pub use service::{ListenAddr, Service, ServiceOptions};
+pub use service::{ConfigFile, ListenAddr, Service, ServiceOptions, parse_tls_mode};
 pub use store::{CloneMethod, SnapshotInfo, Store, VolumeFormat, VolumeInfo, validate_name};
 pub use tls::acceptor_from_pem;

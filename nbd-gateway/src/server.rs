@@ -52,6 +52,9 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// Time a client has to read one reply before the connection is dropped.
     pub reply_timeout: Duration,
+    /// Time a client has to finish sending a request (header and payload) once it started
+    /// one; idle connections between requests are not limited.
+    pub request_timeout: Duration,
     /// After shutdown starts, how long a connection answers `NBD_ESHUTDOWN` while waiting for
     /// the client's `NBD_CMD_DISC` before it is closed.
     pub shutdown_grace: Duration,
@@ -79,6 +82,7 @@ impl Default for ServerConfig {
             buffer_budget: 3 * MAX_PAYLOAD,
             handshake_timeout: Duration::from_secs(30),
             reply_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(2),
         }
     }
@@ -649,8 +653,10 @@ impl Server {
             }
             let mut hdr = [0u8; EXTENDED_REQUEST_LEN];
             let hdr = hdr.get_mut(..hdr_len).unwrap_or_default();
-            if let Err(e) = rd.read_exact(hdr).await {
-                break Err(e);
+            match tokio::time::timeout(self.config.request_timeout, rd.read_exact(hdr)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => break Err(e),
+                Err(_) => break Err(violation("request header not completed in time")),
             }
             let Some(req) = Request::parse(hdr, extended) else {
                 break Err(violation("bad request magic"));
@@ -683,9 +689,13 @@ impl Server {
                 .map_err(|_| violation("closed"))?;
             // OK: payload_len <= MAX_PAYLOAD, checked above, before this allocation.
             let mut payload = vec![0u8; usize::try_from(payload_len).unwrap_or(0)];
-            if let Err(e) = rd.read_exact(&mut payload).await {
-                // A client vanishing mid-payload: nothing of this request was applied.
-                break Err(e);
+            // A client vanishing or stalling mid-payload: nothing of this request is applied.
+            match tokio::time::timeout(self.config.request_timeout, rd.read_exact(&mut payload))
+                .await
+            {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => break Err(e),
+                Err(_) => break Err(violation("request payload not completed in time")),
             }
             let session = Arc::clone(&session);
             let writer = Arc::clone(&writer);

@@ -74,6 +74,85 @@ enum Bound {
     Unix(UnixListener, PathBuf),
 }
 
+/// The `rehost gateway serve --config FILE` format (TOML). Every key is optional; command-line
+/// flags override it.
+///
+/// ```toml
+/// store = "/srv/rehost-gateway"
+/// listen = ["0.0.0.0:10809", "unix:/run/rehost-gateway.sock"]
+/// read_only = false
+/// tls = "require"            # off | allow | require
+/// tls_cert = "/etc/rehost/server-cert.pem"
+/// tls_key = "/etc/rehost/server-key.pem"
+/// metrics = "127.0.0.1:9109"
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// The store directory.
+    pub store: Option<PathBuf>,
+    /// Listening addresses (`HOST:PORT` or `unix:PATH`).
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// Serve every export read-only.
+    pub read_only: Option<bool>,
+    /// TLS policy: `off`, `allow` or `require`.
+    pub tls: Option<String>,
+    /// PEM certificate chain.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    pub tls_key: Option<PathBuf>,
+    /// Metrics endpoint address.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Largest configuration file read.
+const MAX_CONFIG: u64 = 1 << 20;
+
+impl ConfigFile {
+    /// Parses a configuration file's text.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] naming the problem (unknown keys, wrong types).
+    pub fn parse(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| Error::Usage(format!("config: {e}")))
+    }
+
+    /// Reads and parses a configuration file.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if it cannot be read, [`Error::Usage`] if it is larger than 1 MiB or does
+    /// not parse.
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        let len = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
+        if len > MAX_CONFIG {
+            return Err(Error::Usage(format!(
+                "config {} is {len} bytes, at most {MAX_CONFIG}",
+                path.display()
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text)
+    }
+}
+
+/// Parses a TLS policy name.
+///
+/// # Errors
+/// [`Error::Usage`] for anything but `off`, `allow`, `require`.
+pub fn parse_tls_mode(s: &str) -> Result<TlsMode> {
+    match s {
+        "off" => Ok(TlsMode::Off),
+        "allow" => Ok(TlsMode::Allow),
+        "require" => Ok(TlsMode::Require),
+        other => Err(Error::Usage(format!(
+            "tls mode {other:?} is not one of off, allow, require"
+        ))),
+    }
+}
+
 /// A bound, not yet running service.
 pub struct Service {
     server: Arc<Server>,
@@ -258,6 +337,30 @@ impl Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_file_parses_and_rejects_unknown_keys() {
+        let c = ConfigFile::parse(
+            "store = \"/srv/gw\"\nlisten = [\"unix:/run/x.sock\"]\ntls = \"allow\"\nmetrics = \"127.0.0.1:9109\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.store, Some(PathBuf::from("/srv/gw")));
+        assert_eq!(c.listen, vec!["unix:/run/x.sock".to_owned()]);
+        assert_eq!(c.tls.as_deref(), Some("allow"));
+        assert_eq!(c.metrics, Some("127.0.0.1:9109".parse().unwrap()));
+        assert_eq!(c.read_only, None);
+        assert_eq!(ConfigFile::parse("").unwrap(), ConfigFile::default());
+        let e = ConfigFile::parse("stor = \"/x\"").unwrap_err().to_string();
+        assert!(
+            e.starts_with("config: ") && e.contains("unknown field `stor`"),
+            "{e}"
+        );
+        assert_eq!(parse_tls_mode("require").unwrap(), TlsMode::Require);
+        assert_eq!(
+            parse_tls_mode("on").unwrap_err().to_string(),
+            "tls mode \"on\" is not one of off, allow, require"
+        );
+    }
 
     #[test]
     fn listen_addresses_parse() {
