@@ -2,10 +2,10 @@
 //!
 //! # Design
 //! - The `ntfs` crate parses boot sector, file records, attributes, data runs and single index
-//!   nodes. It needs a `Read + Seek` reader; every operation creates a fresh [`cursor`] over the
+//!   nodes. It needs a `Read + Seek` reader; every operation creates a fresh cursor (module `cursor`) over the
 //!   shared device, so [`NtfsFs`] holds no lock and is `Send + Sync`.
 //! - Directory trees are walked here, not by the crate: its walkers follow subnode pointers with no
-//!   depth limit or cycle check ([`index`]).
+//!   depth limit or cycle check (module `index`).
 //! - Our own boot-sector check runs first: it names the bad field and, above all, caps the file
 //!   record size (the crate accepts up to 127 clusters of 2 MiB and allocates that per record).
 //! - Last-resort guard: the crate indexes slices with on-disk offsets in a few places (short
@@ -30,9 +30,19 @@
 //! - Sizes come from the unnamed `$DATA` stream; `mtime` from `$STANDARD_INFORMATION`; `ino` is the
 //!   MFT record number; `mode` is 0o755 for directories, 0o777 for symlinks, 0o644 otherwise;
 //!   `nlink` is the record's hard-link count (which counts a DOS alias as a link).
-//! - Compressed and encrypted `$DATA` is refused as [`Error::Unsupported`]. Bytes between a
-//!   stream's valid-data length and its size are returned as stored (the crate does not expose
-//!   the valid-data length); Windows itself zeroes them.
+//! - NTFS-compressed `$DATA` (LZNT1) is decompressed (module `compress`); a compressed stream spread
+//!   over an attribute list, EFS-encrypted data, and files whose reparse tag keeps the data
+//!   elsewhere (deduplication, WOF/CompactOS compression, cloud placeholders) are refused as
+//!   [`Error::Unsupported`] naming the file: their unnamed stream would read as zeroes. Bytes
+//!   between a stream's valid-data length and its size are returned as stored (the crate does not
+//!   expose the valid-data length); Windows itself zeroes them.
+//!
+//! # Limits of the `ntfs` crate (0.4.0) we inherit
+//! - `Ntfs::file` maps record numbers through the `$DATA` attribute found in MFT record 0 only; a
+//!   very fragmented `$MFT` whose runs continue in an `$ATTRIBUTE_LIST` extension makes records
+//!   past the first extent fail as corrupt.
+//! - Index-allocation VCNs are converted with the cluster size; volumes whose clusters are larger
+//!   than their index records (64 KiB clusters) would need 512-byte VCN units.
 
 mod compress;
 mod cursor;
@@ -855,6 +865,7 @@ impl FsRead for NtfsFs {
                     path: path.to_string(),
                 });
             }
+            refuse_data_elsewhere(cx, &file, path)?;
             read_data(cx, &file, path, offset, buf)
         })
     }
@@ -890,6 +901,27 @@ impl NtfsFs {
                 FileType::Other
             }
         })
+    }
+}
+
+/// Refuses to read files whose reparse tag says the data is not in the unnamed stream
+/// (deduplicated, WOF-compressed, cloud placeholders): that stream reads as zeroes.
+fn refuse_data_elsewhere(cx: &mut NtfsCx<'_>, file: &NtfsFile<'_>, path: &GuestPath) -> Result<()> {
+    let si = file
+        .info()
+        .map_err(|e| cx.err("ntfs $STANDARD_INFORMATION", file_offset(file), e))?;
+    if !si
+        .file_attributes()
+        .contains(NtfsFileAttributeFlags::REPARSE_POINT)
+    {
+        return Ok(());
+    }
+    match read_reparse(cx, file)? {
+        Some(Reparse::Other { tag }) if reparse::data_elsewhere(tag) => Err(Error::unsupported(
+            "ntfs reparse point",
+            format!("{path}: data is held outside the file by reparse tag {tag:#010x}"),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -959,7 +991,7 @@ fn read_data(
 /// of at most 4 KiB, so a single attribute cannot exceed 2,048).
 const MAX_COMPRESSED_RUNS: usize = 2048;
 
-/// Reads `buf.len()` bytes at `offset` of a compressed non-resident stream (see [`compress`]).
+/// Reads `buf.len()` bytes at `offset` of a compressed non-resident stream (see module `compress`).
 fn read_compressed(
     cx: &mut NtfsCx<'_>,
     value: &NtfsNonResidentAttributeValue<'_, '_>,

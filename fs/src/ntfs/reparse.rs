@@ -9,6 +9,24 @@
 pub(super) const IO_REPARSE_TAG_MOUNT_POINT: u32 = 0xA000_0003;
 /// [MS-FSCC] 2.1.2.1: reparse tag of a symbolic link.
 pub(super) const IO_REPARSE_TAG_SYMLINK: u32 = 0xA000_000C;
+/// [MS-FSCC] 2.1.2.1: Data Deduplication; the file's data lives in the chunk store.
+pub(super) const IO_REPARSE_TAG_DEDUP: u32 = 0x8000_0013;
+/// [MS-FSCC] 2.1.2.1: Windows Overlay Filter (CompactOS); the data is in the
+/// `WofCompressedData` stream, the unnamed stream is sparse.
+pub(super) const IO_REPARSE_TAG_WOF: u32 = 0x8000_0017;
+/// [MS-FSCC] 2.1.2.1: cloud files (`IO_REPARSE_TAG_CLOUD` .. `CLOUD_F`, 0x9000X01A): the data
+/// may exist only in the cloud.
+const IO_REPARSE_TAG_CLOUD_MASK: u32 = 0xFFFF_0FFF;
+const IO_REPARSE_TAG_CLOUD: u32 = 0x9000_001A;
+
+/// True for reparse tags whose file data is not in the unnamed `$DATA` stream, so reading that
+/// stream would silently return zeroes instead of the contents.
+pub(super) fn data_elsewhere(tag: u32) -> bool {
+    tag == IO_REPARSE_TAG_DEDUP
+        || tag == IO_REPARSE_TAG_WOF
+        || tag & IO_REPARSE_TAG_CLOUD_MASK == IO_REPARSE_TAG_CLOUD
+}
+
 /// [MS-FSCC] 2.1.2.1: `MAXIMUM_REPARSE_DATA_BUFFER_SIZE`, 16 KiB including the 8-byte header.
 pub(super) const MAX_REPARSE_DATA: u64 = 16 * 1024;
 /// [MS-FSCC] 2.1.2.1: ReparseTag (4), ReparseDataLength (2), Reserved (2).
@@ -300,6 +318,16 @@ mod tests {
             parse(&data).unwrap_err(),
             "symlink reparse data shorter than 12 bytes"
         );
+    }
+
+    #[test]
+    fn tags_with_data_elsewhere() {
+        assert!(data_elsewhere(IO_REPARSE_TAG_WOF));
+        assert!(data_elsewhere(IO_REPARSE_TAG_DEDUP));
+        assert!(data_elsewhere(0x9000_001A));
+        assert!(data_elsewhere(0x9000_F01A));
+        assert!(!data_elsewhere(IO_REPARSE_TAG_SYMLINK));
+        assert!(!data_elsewhere(0x8000_001B)); // app execution alias
     }
 
     #[test]

@@ -688,6 +688,18 @@ fn mkntfs_symlinks_and_junctions() {
         fs.read_link(&gp("/dedup")),
         Err(Error::NotASymlink { path }) if path == "/dedup"
     ));
+    // Its unnamed stream is not its data: reading is refused rather than returning zeroes.
+    let mut buf = [0u8; 4];
+    match fs.read_at(&gp("/dedup"), 0, &mut buf) {
+        Err(Error::Unsupported { what, detail }) => {
+            assert_eq!(what, "ntfs reparse point");
+            assert_eq!(
+                detail,
+                "/dedup: data is held outside the file by reparse tag 0x80000013"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
