@@ -32,6 +32,8 @@
 pub mod block;
 pub mod concat;
 pub mod detect;
+#[doc(hidden)]
+pub mod fuzzing;
 mod error;
 pub mod lvm;
 pub mod mem;
