@@ -19,6 +19,8 @@
 #![forbid(unsafe_code)]
 
 pub mod boot;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod human;
 pub mod linux;
 pub mod report;
