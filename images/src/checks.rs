@@ -334,6 +334,7 @@ fn compare_dir(name: &str, fs: &FsSpec, dir: &Path, symlinks: bool) {
                         "{name}: content of {path}"
                     ),
                     Data::Hive(_) => assert_eq!(&got[..4], b"regf", "{name}: {path}"),
+                    Data::RpmDb => assert_eq!(&got[..16], b"SQLite format 3\0", "{name}: {path}"),
                 }
             }
             Node::Symlink { target } if symlinks => {

@@ -102,15 +102,36 @@ pub fn key(name: &str) -> Result<String> {
 /// [`Error::UnknownImage`]; [`Error::ToolMissing`]; [`Error::NeedsRoot`] for NTFS images when
 /// not root; [`Error::ToolFailed`] or [`Error::Io`] if a step fails.
 pub fn build(name: &str) -> Result<PathBuf> {
+    // Within one process the key cannot change (sources are compiled in; tools are assumed not
+    // to be upgraded mid-run), so later calls skip recomputing it while the file exists.
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let cached = |built: &Vec<(String, PathBuf)>| {
+        built
+            .iter()
+            .find(|(n, p)| n == name && p.exists())
+            .map(|(_, p)| p.clone())
+    };
+    if let Some(p) = cached(
+        &BUILT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    ) {
+        return Ok(p);
+    }
     let b = builder(name)?;
     let key = key(name)?;
     let dir = cache_dir();
     let path = dir.join(format!("{name}-{key}.raw"));
-    cache::get_or_build(&dir, name, name, &path, |tmp, work| {
+    let path = cache::get_or_build(&dir, name, name, &path, |tmp, work| {
         let plan = (b.plan)()?;
         tracing::debug!(image = name, "building");
         make::realise(&plan, tmp, work)
-    })
+    })?;
+    BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push((name.to_owned(), path.clone()));
+    Ok(path)
 }
 
 /// Builds image `name` (see [`build`]) and returns a qcow2 copy of it, also cached.

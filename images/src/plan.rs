@@ -182,16 +182,18 @@ impl Plan {
                 FsKind::Vfat => &[MKFS_VFAT, MCOPY],
                 FsKind::Ntfs => &[MKNTFS, NTFS_3G],
             });
-            if fs.tree.entries().any(|(_, n)| {
-                matches!(
-                    n,
+            for (_, node) in fs.tree.entries() {
+                match node {
                     crate::tree::Node::File {
                         data: crate::tree::Data::Hive(_),
                         ..
-                    }
-                )
-            }) {
-                t.push(HIVEXREGEDIT);
+                    } => t.push(HIVEXREGEDIT),
+                    crate::tree::Node::File {
+                        data: crate::tree::Data::RpmDb,
+                        ..
+                    } => t.push(PYTHON3),
+                    _ => {}
+                }
             }
         }
         let swap = self.parts.iter().any(|p| match &p.content {

@@ -219,6 +219,41 @@ pub(crate) fn compress(tool: crate::tools::Tool, data: &[u8]) -> crate::Result<V
     crate::tools::run_with_input(crate::tools::command(tool)?.arg("-c"), Some(data))
 }
 
+/// Creates an empty rpm database with the sqlite backend's schema (rpm 4.16+
+/// `lib/backend/sqlite.c`: a `Packages` table of header blobs plus one table per index), in
+/// rollback-journal mode so it can be opened read-only from a read-only filesystem. librpm (as
+/// used by libguestfs inspection) refuses a directory without a database it can open.
+pub(crate) fn rpmdb(dst: &std::path::Path) -> crate::Result<()> {
+    const SCRIPT: &str = r#"
+import sqlite3, sys
+text = ["Name", "Basenames", "Group", "Requirename", "Providename", "Conflictname",
+        "Obsoletename", "Triggername", "Dirnames", "Sha1header", "Filetriggername",
+        "Transfiletriggername", "Recommendname", "Suggestname", "Supplementname", "Enhancename"]
+blob = ["Installtid", "Sigmd5"]
+key_only = {"Name", "Group", "Sha1header"}
+c = sqlite3.connect(sys.argv[1])
+c.execute("PRAGMA journal_mode=DELETE")
+c.execute("CREATE TABLE 'Packages' (hnum INTEGER PRIMARY KEY AUTOINCREMENT,blob BLOB NOT NULL)")
+for t in text + blob:
+    kind = "BLOB" if t in blob else "TEXT"
+    c.execute(f"CREATE TABLE '{t}' (key '{kind}' NOT NULL, hnum INTEGER NOT NULL, idx INTEGER NOT NULL, "
+              f"FOREIGN KEY (hnum) REFERENCES 'Packages'(hnum))")
+    if t in text:
+        c.execute(f"CREATE INDEX '{t}_key_idx' ON '{t}'(key ASC)")
+        if t not in key_only:
+            c.execute(f"CREATE INDEX '{t}_hnum_idx' ON '{t}'(hnum ASC)")
+c.commit()
+c.close()
+"#;
+    crate::tools::run(
+        crate::tools::command(crate::tools::PYTHON3)?
+            .arg("-c")
+            .arg(SCRIPT)
+            .arg(dst),
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,6 +81,11 @@ pub(crate) const ZSTD: Tool = Tool {
     package: "zstd",
     version_arg: "--version",
 };
+pub(crate) const PYTHON3: Tool = Tool {
+    program: "python3",
+    package: "python3",
+    version_arg: "--version",
+};
 pub(crate) const QEMU_IMG: Tool = Tool {
     program: "qemu-img",
     package: "qemu-utils",

@@ -19,6 +19,8 @@ pub(crate) enum Data {
     Host(&'static str),
     /// A registry hive made from `.reg` text when the tree is materialised.
     Hive(crate::hive::HiveSpec),
+    /// An empty rpm database (sqlite backend), made when the tree is materialised.
+    RpmDb,
 }
 
 /// One entry of a tree.
@@ -108,6 +110,17 @@ impl Tree {
             path,
             Node::File {
                 data: Data::Hive(spec),
+                mode: 0o644,
+            },
+        )
+    }
+
+    /// Adds an empty rpm database.
+    pub(crate) fn rpmdb(&mut self, path: &str) -> &mut Self {
+        self.put(
+            path,
+            Node::File {
+                data: Data::RpmDb,
                 mode: 0o644,
             },
         )
@@ -249,6 +262,7 @@ fn write_data(data: &Data, dst: &Path, work: &Path) -> Result<()> {
         Data::Bytes(b) => std::fs::write(dst, b).map_err(io(dst)),
         Data::Host(h) => std::fs::copy(h, dst).map(|_| ()).map_err(io(*h)),
         Data::Hive(spec) => crate::hive::build_hive(spec, dst, work),
+        Data::RpmDb => crate::synth::rpmdb(dst),
     }
 }
 

@@ -196,11 +196,17 @@ pub(crate) fn plan() -> Result<Plan> {
         "etc/dnf/dnf.conf",
         "[main]\ngpgcheck=1\ninstallonly_limit=3\n",
     );
-    // A stand-in for the sqlite rpm database: inspection only checks that it exists.
+    // rpm reads rpmrc, then the macros naming its database, from the guest (libguestfs runs
+    // librpm chrooted into it); without both, inspection finds no readable database.
     root.file(
-        "var/lib/rpm/rpmdb.sqlite",
-        b"rehost-images: not a real rpm database\n".to_vec(),
+        "usr/lib/rpm/rpmrc",
+        "arch_canon:\tx86_64:\tx86_64\t1\nos_canon:\tLinux:\tLinux\t1\n",
     );
+    root.file(
+        "usr/lib/rpm/macros",
+        "%_usr\t/usr\n%_var\t/var\n%_dbpath\t%{_var}/lib/rpm\n%_db_backend\tsqlite\n",
+    );
+    root.rpmdb("var/lib/rpm/rpmdb.sqlite");
     linux::open_vm_tools(&mut root, "usr/lib/systemd/system", "vmtoolsd.service");
 
     let mut boot = Tree::new();

@@ -128,11 +128,17 @@ pub(crate) fn plan() -> Result<Plan> {
     t.file("etc/default/grub", "GRUB_DISTRIBUTOR=\"SLES15-SP5\"\nGRUB_DEFAULT=saved\nGRUB_CMDLINE_LINUX_DEFAULT=\"splash=silent mitigations=auto quiet\"\n");
     t.file("etc/zypp/zypp.conf", "[main]\n");
     t.dir("etc/zypp/repos.d");
-    // A stand-in for the rpm database: inspection only checks that it exists.
+    // rpm reads rpmrc, then the macros naming its database, from the guest (libguestfs runs
+    // librpm chrooted into it); without both, inspection finds no readable database.
     t.file(
-        "usr/lib/sysimage/rpm/Packages.db",
-        b"rehost-images: not a real rpm database\n".to_vec(),
+        "usr/lib/rpm/rpmrc",
+        "arch_canon:\tx86_64:\tx86_64\t1\nos_canon:\tLinux:\tLinux\t1\n",
     );
+    t.file(
+        "usr/lib/rpm/macros",
+        "%_usr\t/usr\n%_var\t/var\n%_dbpath\t%{_usr}/lib/sysimage/rpm\n%_db_backend\tsqlite\n",
+    );
+    t.rpmdb("usr/lib/sysimage/rpm/rpmdb.sqlite");
     t.symlink("var/lib/rpm", "../../usr/lib/sysimage/rpm");
     t.host("usr/sbin/xe-daemon", "/usr/bin/true", 0o755);
     linux::systemd_unit(
