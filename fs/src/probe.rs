@@ -120,7 +120,7 @@ const LVM_ID_LEN: usize = 32;
 const BITLOCKER_OEM: &[u8] = b"-FVE-FS-";
 /// NTFS boot sector OEM id at offset 3, and the volume serial number at 0x48.
 const NTFS_OEM: &[u8] = b"NTFS    ";
-const NTFS_SERIAL: u64 = 0x48;
+const NTFS_SERIAL: std::ops::Range<usize> = 0x48..0x50;
 /// `$Volume` is MFT record 3; its `$VOLUME_NAME` attribute (type 0x60) holds the label.
 const NTFS_VOLUME_RECORD: u64 = 3;
 const NTFS_ATTR_VOLUME_NAME: u32 = 0x60;
@@ -351,8 +351,7 @@ fn probe_boot_sector_kinds(dev: &dyn BlockRead) -> Result<Option<Probe>> {
         return Ok(found(FsKind::BitLocker, None, None));
     }
     if boot.get(3..11) == Some(NTFS_OEM) {
-        let serial = u64::from_le_bytes(boot[0x48..0x50].try_into().unwrap_or([0; 8]));
-        let _ = NTFS_SERIAL;
+        let serial = u64::from_le_bytes(boot[NTFS_SERIAL].try_into().unwrap_or([0; 8]));
         let uuid = (serial != 0).then(|| format!("{serial:016X}"));
         return Ok(found(FsKind::Ntfs, uuid, ntfs_label(dev, &boot)?));
     }
