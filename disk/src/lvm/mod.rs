@@ -305,6 +305,13 @@ impl LvmScan {
             next = next
                 .checked_add(seg.extent_count)
                 .ok_or_else(|| bad(format!("{what} extent count overflows")))?;
+            if vg.pv(&stripe.pv).is_none() && vg.lv(&stripe.pv).is_some() {
+                // pvmove and mirror layouts stack segments on other LVs.
+                return Err(Error::unsupported(
+                    "lvm segment type",
+                    format!("{what}: layered on lv {}", stripe.pv),
+                ));
+            }
             let pv = vg
                 .pv(&stripe.pv)
                 .ok_or_else(|| bad(format!("{what} refers to unknown pv {:?}", stripe.pv)))?;

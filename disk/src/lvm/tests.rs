@@ -184,6 +184,18 @@ fn unsupported_and_missing_lvs_are_refused() {
         e.to_string(),
         "unsupported lvm segment type: lv vg-t/tp: thin-pool"
     );
+    // A segment stacked on another LV (as pvmove does) is refused, not misreported as corrupt.
+    let t = vg_text(5).replacen("\"pv1\", 2", "\"tp\", 0", 1);
+    let s2 = scan(&devs(
+        pv_image(UUID0, 8 * MIB, &t),
+        pv_image(UUID1, 8 * MIB, &t),
+    ))
+    .unwrap();
+    let e = s2.open_lv("vg-t", "root-fs").err().unwrap();
+    assert_eq!(
+        e.to_string(),
+        "unsupported lvm segment type: lv vg-t/root-fs: layered on lv tp"
+    );
     let e = s.open_lv("vg-t", "nope").err().unwrap();
     assert_eq!(e.to_string(), "no logical volume \"nope\" in vg \"vg-t\"");
     let e = s.open_lv("vg0", "root-fs").err().unwrap();
