@@ -90,19 +90,28 @@ pub(crate) enum Lookup {
 }
 
 fn be_u16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes(b.get(at..at.checked_add(2)?)?.try_into().ok()?))
+    Some(u16::from_be_bytes(
+        b.get(at..at.checked_add(2)?)?.try_into().ok()?,
+    ))
 }
 fn be_u32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
+    Some(u32::from_be_bytes(
+        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 fn be_u64(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_be_bytes(b.get(at..at.checked_add(8)?)?.try_into().ok()?))
+    Some(u64::from_be_bytes(
+        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 fn decode_records(buf: &[u8], at: usize, count: usize, out: &mut Vec<BmbtRec>) -> Option<()> {
     for i in 0..count {
         let start = at.checked_add(i.checked_mul(BMBT_REC_LEN)?)?;
-        let raw: &[u8; BMBT_REC_LEN] = buf.get(start..start.checked_add(BMBT_REC_LEN)?)?.try_into().ok()?;
+        let raw: &[u8; BMBT_REC_LEN] = buf
+            .get(start..start.checked_add(BMBT_REC_LEN)?)?
+            .try_into()
+            .ok()?;
         out.push(BmbtRec::decode(raw));
     }
     Some(())
@@ -129,7 +138,11 @@ impl ExtentMap {
                 let n = usize::try_from(inode.nextents)
                     .map_err(|_| Error::corrupt(structure.clone(), 0, "extent count overflows"))?;
                 decode_records(&inode.data_fork, 0, n, &mut recs).ok_or_else(|| {
-                    Error::corrupt(structure.clone(), 0, format!("{n} extent records do not fit the fork"))
+                    Error::corrupt(
+                        structure.clone(),
+                        0,
+                        format!("{n} extent records do not fit the fork"),
+                    )
                 })?;
             }
             ForkFormat::Btree => read_btree(vol, inode, &mut recs)?,
@@ -139,7 +152,11 @@ impl ExtentMap {
             return Err(Error::corrupt(
                 structure,
                 0,
-                format!("block map holds {} extents but di_nextents is {}", recs.len(), inode.nextents),
+                format!(
+                    "block map holds {} extents but di_nextents is {}",
+                    recs.len(),
+                    inode.nextents
+                ),
             ));
         }
         Self::from_records(vol, &structure, &recs)
@@ -150,33 +167,53 @@ impl ExtentMap {
         let mut mappings = Vec::with_capacity(recs.len());
         let mut next_free = 0u64;
         for (i, r) in recs.iter().enumerate() {
-            let bad = |detail: String| Error::corrupt(structure.to_owned(), 0, format!("extent {i}: {detail}"));
+            let bad = |detail: String| {
+                Error::corrupt(structure.to_owned(), 0, format!("extent {i}: {detail}"))
+            };
             if r.blockcount == 0 {
                 return Err(bad("blockcount 0".into()));
             }
             if r.startoff < next_free {
-                return Err(bad(format!("startoff {} overlaps or precedes the previous extent", r.startoff)));
+                return Err(bad(format!(
+                    "startoff {} overlaps or precedes the previous extent",
+                    r.startoff
+                )));
             }
             let end = r
                 .startoff
                 .checked_add(r.blockcount)
                 .filter(|&e| e <= MAX_FILEOFF)
-                .ok_or_else(|| bad(format!("startoff {} + blockcount {} past the largest file offset", r.startoff, r.blockcount)))?;
-            let phys = vol.sb.fsb_range_to_offset(r.startblock, r.blockcount).ok_or_else(|| {
-                bad(format!(
-                    "blocks {}+{} outside the filesystem or across an allocation group",
-                    r.startblock, r.blockcount
-                ))
-            })?;
+                .ok_or_else(|| {
+                    bad(format!(
+                        "startoff {} + blockcount {} past the largest file offset",
+                        r.startoff, r.blockcount
+                    ))
+                })?;
+            let phys = vol
+                .sb
+                .fsb_range_to_offset(r.startblock, r.blockcount)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "blocks {}+{} outside the filesystem or across an allocation group",
+                        r.startblock, r.blockcount
+                    ))
+                })?;
             next_free = end;
-            mappings.push(Mapping { startoff: r.startoff, blockcount: r.blockcount, phys, unwritten: r.unwritten });
+            mappings.push(Mapping {
+                startoff: r.startoff,
+                blockcount: r.blockcount,
+                phys,
+                unwritten: r.unwritten,
+            });
         }
         Ok(Self { mappings })
     }
 
     /// Where file block `block` lives.
     pub(crate) fn lookup(&self, block: u64, block_size: u64) -> Lookup {
-        let idx = self.mappings.partition_point(|m| m.startoff + m.blockcount <= block);
+        let idx = self
+            .mappings
+            .partition_point(|m| m.startoff + m.blockcount <= block);
         match self.mappings.get(idx) {
             Some(m) if m.startoff <= block => {
                 let into = block - m.startoff;
@@ -184,10 +221,15 @@ impl ExtentMap {
                 if m.unwritten {
                     Lookup::Zero { blocks }
                 } else {
-                    Lookup::Data { phys: m.phys + into * block_size, blocks }
+                    Lookup::Data {
+                        phys: m.phys + into * block_size,
+                        blocks,
+                    }
                 }
             }
-            Some(m) => Lookup::Zero { blocks: m.startoff - block },
+            Some(m) => Lookup::Zero {
+                blocks: m.startoff - block,
+            },
             None => Lookup::Zero { blocks: u64::MAX },
         }
     }
@@ -200,16 +242,22 @@ impl ExtentMap {
         let bs = vol.sb.block_size();
         let mut done = 0usize;
         while done < buf.len() {
-            let pos = offset.checked_add(done as u64).ok_or_else(|| {
-                Error::corrupt("xfs file", offset, "read range overflows")
-            })?;
+            let pos = offset
+                .checked_add(done as u64)
+                .ok_or_else(|| Error::corrupt("xfs file", offset, "read range overflows"))?;
             let block = pos >> vol.sb.blocklog;
             let in_block = pos & (bs - 1);
             let (run, phys) = match self.lookup(block, bs) {
-                Lookup::Data { phys, blocks } => (blocks.saturating_mul(bs) - in_block, Some(phys + in_block)),
-                Lookup::Zero { blocks } => (blocks.saturating_mul(bs).saturating_sub(in_block), None),
+                Lookup::Data { phys, blocks } => {
+                    (blocks.saturating_mul(bs) - in_block, Some(phys + in_block))
+                }
+                Lookup::Zero { blocks } => {
+                    (blocks.saturating_mul(bs).saturating_sub(in_block), None)
+                }
             };
-            let n = usize::try_from(run).unwrap_or(usize::MAX).min(buf.len() - done);
+            let n = usize::try_from(run)
+                .unwrap_or(usize::MAX)
+                .min(buf.len() - done);
             // OK to slice: done + n <= buf.len() by the min above.
             let out = &mut buf[done..done + n];
             match phys {
@@ -230,14 +278,19 @@ fn read_btree(vol: &Volume, inode: &Inode, out: &mut Vec<BmbtRec>) -> Result<()>
     let level = be_u16(fork, 0).ok_or_else(|| bad("fork too small for a btree root".into()))?;
     let numrecs = be_u16(fork, 2).ok_or_else(|| bad("fork too small for a btree root".into()))?;
     if level == 0 || level >= MAX_BMBT_DEPTH {
-        return Err(bad(format!("bb_level {level} out of range 1..{MAX_BMBT_DEPTH}")));
+        return Err(bad(format!(
+            "bb_level {level} out of range 1..{MAX_BMBT_DEPTH}"
+        )));
     }
     let maxrecs = fork.len().saturating_sub(BMDR_HDR_LEN) / (BMBT_KEY_LEN + BMBT_PTR_LEN);
     if numrecs == 0 || usize::from(numrecs) > maxrecs {
-        return Err(bad(format!("bb_numrecs {numrecs} out of range 1..={maxrecs}")));
+        return Err(bad(format!(
+            "bb_numrecs {numrecs} out of range 1..={maxrecs}"
+        )));
     }
     let ptrs_at = BMDR_HDR_LEN + maxrecs * BMBT_KEY_LEN;
-    let ptrs = read_ptrs(fork, ptrs_at, usize::from(numrecs)).ok_or_else(|| bad("pointers past the fork".into()))?;
+    let ptrs = read_ptrs(fork, ptrs_at, usize::from(numrecs))
+        .ok_or_else(|| bad("pointers past the fork".into()))?;
     let mut budget = MAX_BMBT_BLOCKS;
     walk(vol, inode.ino, &ptrs, level - 1, out, &mut budget)
 }
@@ -248,10 +301,22 @@ fn read_ptrs(buf: &[u8], at: usize, count: usize) -> Option<Vec<u64>> {
         .collect()
 }
 
-fn walk(vol: &Volume, ino: u64, ptrs: &[u64], level: u16, out: &mut Vec<BmbtRec>, budget: &mut usize) -> Result<()> {
+fn walk(
+    vol: &Volume,
+    ino: u64,
+    ptrs: &[u64],
+    level: u16,
+    out: &mut Vec<BmbtRec>,
+    budget: &mut usize,
+) -> Result<()> {
     let v5 = vol.sb.version == super::superblock::SbVersion::V5;
-    let (magic_want, hdr_len) = if v5 { (BMAP_CRC_MAGIC, LBLOCK_HDR_LEN_V5) } else { (BMAP_MAGIC, LBLOCK_HDR_LEN_V4) };
-    let bs = usize::try_from(vol.sb.block_size()).map_err(|_| Error::unsupported("xfs block size", "too large"))?;
+    let (magic_want, hdr_len) = if v5 {
+        (BMAP_CRC_MAGIC, LBLOCK_HDR_LEN_V5)
+    } else {
+        (BMAP_MAGIC, LBLOCK_HDR_LEN_V4)
+    };
+    let bs = usize::try_from(vol.sb.block_size())
+        .map_err(|_| Error::unsupported("xfs block size", "too large"))?;
     for &ptr in ptrs {
         let Some(at) = vol.sb.fsb_to_offset(ptr) else {
             return Err(Error::corrupt(
@@ -261,41 +326,69 @@ fn walk(vol: &Volume, ino: u64, ptrs: &[u64], level: u16, out: &mut Vec<BmbtRec>
             ));
         };
         if *budget == 0 {
-            return Err(Error::LimitExceeded { what: format!("bmbt blocks of xfs inode {ino}"), limit: MAX_BMBT_BLOCKS as u64 });
+            return Err(Error::LimitExceeded {
+                what: format!("bmbt blocks of xfs inode {ino}"),
+                limit: MAX_BMBT_BLOCKS as u64,
+            });
         }
         *budget -= 1;
         let mut buf = vec![0u8; bs];
         vol.dev.read_exact_at(at, &mut buf)?;
         let structure = format!("xfs bmbt block of inode {ino}");
-        let bad = |field: usize, detail: String| Error::corrupt(structure.clone(), at + field as u64, detail);
+        let bad = |field: usize, detail: String| {
+            Error::corrupt(structure.clone(), at + field as u64, detail)
+        };
         let magic = be_u32(&buf, 0).unwrap_or(0);
         if magic != magic_want {
-            return Err(bad(0, format!("bb_magic {magic:#010x} is not {magic_want:#010x}")));
+            return Err(bad(
+                0,
+                format!("bb_magic {magic:#010x} is not {magic_want:#010x}"),
+            ));
         }
         let blevel = be_u16(&buf, 4).unwrap_or(u16::MAX);
         if blevel != level {
-            return Err(bad(4, format!("bb_level {blevel} where {level} was expected")));
+            return Err(bad(
+                4,
+                format!("bb_level {blevel} where {level} was expected"),
+            ));
         }
         if v5 {
             let owner = be_u64(&buf, LBLOCK_OWNER_OFFSET).unwrap_or(0);
             if owner != ino {
-                return Err(bad(LBLOCK_OWNER_OFFSET, format!("bb_owner {owner} is not inode {ino}")));
+                return Err(bad(
+                    LBLOCK_OWNER_OFFSET,
+                    format!("bb_owner {owner} is not inode {ino}"),
+                ));
             }
             if vol.verify_crc && !super::crc::verify(&buf, LBLOCK_CRC_OFFSET) {
-                return Err(bad(LBLOCK_CRC_OFFSET, "bb_crc does not match the block".into()));
+                return Err(bad(
+                    LBLOCK_CRC_OFFSET,
+                    "bb_crc does not match the block".into(),
+                ));
             }
         }
         let numrecs = usize::from(be_u16(&buf, 6).unwrap_or(0));
-        let per = if level == 0 { BMBT_REC_LEN } else { BMBT_KEY_LEN + BMBT_PTR_LEN };
+        let per = if level == 0 {
+            BMBT_REC_LEN
+        } else {
+            BMBT_KEY_LEN + BMBT_PTR_LEN
+        };
         let maxrecs = (bs - hdr_len) / per;
         if numrecs == 0 || numrecs > maxrecs {
-            return Err(bad(6, format!("bb_numrecs {numrecs} out of range 1..={maxrecs}")));
+            return Err(bad(
+                6,
+                format!("bb_numrecs {numrecs} out of range 1..={maxrecs}"),
+            ));
         }
         if level == 0 {
             if out.len().saturating_add(numrecs) as u64 > MAX_EXTENTS {
-                return Err(Error::LimitExceeded { what: format!("extent count of xfs inode {ino}"), limit: MAX_EXTENTS });
+                return Err(Error::LimitExceeded {
+                    what: format!("extent count of xfs inode {ino}"),
+                    limit: MAX_EXTENTS,
+                });
             }
-            decode_records(&buf, hdr_len, numrecs, out).ok_or_else(|| bad(hdr_len, "records past the block".into()))?;
+            decode_records(&buf, hdr_len, numrecs, out)
+                .ok_or_else(|| bad(hdr_len, "records past the block".into()))?;
         } else {
             let child = read_ptrs(&buf, hdr_len + maxrecs * BMBT_KEY_LEN, numrecs)
                 .ok_or_else(|| bad(hdr_len, "pointers past the block".into()))?;
@@ -330,9 +423,19 @@ mod tests {
 
     #[test]
     fn record_round_trip() {
-        let r = BmbtRec { startoff: (1 << 54) - 1, startblock: (1 << 52) - 1, blockcount: (1 << 21) - 1, unwritten: true };
+        let r = BmbtRec {
+            startoff: (1 << 54) - 1,
+            startblock: (1 << 52) - 1,
+            blockcount: (1 << 21) - 1,
+            unwritten: true,
+        };
         assert_eq!(BmbtRec::decode(&encode(r)), r);
-        let r = BmbtRec { startoff: 5, startblock: 33000, blockcount: 7, unwritten: false };
+        let r = BmbtRec {
+            startoff: 5,
+            startblock: 33000,
+            blockcount: 7,
+            unwritten: false,
+        };
         assert_eq!(BmbtRec::decode(&encode(r)), r);
     }
 
@@ -340,13 +443,34 @@ mod tests {
     fn lookup_holes_unwritten_and_reads() {
         let v = vol();
         let recs = [
-            BmbtRec { startoff: 2, startblock: 10, blockcount: 2, unwritten: false },
-            BmbtRec { startoff: 4, startblock: 20, blockcount: 1, unwritten: true },
-            BmbtRec { startoff: 8, startblock: 30, blockcount: 1, unwritten: false },
+            BmbtRec {
+                startoff: 2,
+                startblock: 10,
+                blockcount: 2,
+                unwritten: false,
+            },
+            BmbtRec {
+                startoff: 4,
+                startblock: 20,
+                blockcount: 1,
+                unwritten: true,
+            },
+            BmbtRec {
+                startoff: 8,
+                startblock: 30,
+                blockcount: 1,
+                unwritten: false,
+            },
         ];
         let m = ExtentMap::from_records(&v, "t", &recs).unwrap();
         assert_eq!(m.lookup(0, 4096), Lookup::Zero { blocks: 2 });
-        assert_eq!(m.lookup(3, 4096), Lookup::Data { phys: 11 * 4096, blocks: 1 });
+        assert_eq!(
+            m.lookup(3, 4096),
+            Lookup::Data {
+                phys: 11 * 4096,
+                blocks: 1
+            }
+        );
         assert_eq!(m.lookup(4, 4096), Lookup::Zero { blocks: 1 });
         assert_eq!(m.lookup(5, 4096), Lookup::Zero { blocks: 3 });
         assert_eq!(m.lookup(9, 4096), Lookup::Zero { blocks: u64::MAX });
@@ -360,16 +484,46 @@ mod tests {
     #[test]
     fn bad_records_are_rejected() {
         let v = vol();
-        let ok = BmbtRec { startoff: 2, startblock: 10, blockcount: 2, unwritten: false };
+        let ok = BmbtRec {
+            startoff: 2,
+            startblock: 10,
+            blockcount: 2,
+            unwritten: false,
+        };
         let cases = [
-            (vec![BmbtRec { blockcount: 0, ..ok }], "extent 0: blockcount 0"),
-            (vec![ok, BmbtRec { startoff: 3, ..ok }], "extent 1: startoff 3 overlaps or precedes the previous extent"),
-            (vec![BmbtRec { startoff: (1 << 54) - 1, ..ok }], "extent 0: startoff 18014398509481983 + blockcount 2 past the largest file offset"),
-            (vec![BmbtRec { startblock: 19199, ..ok }], "extent 0: blocks 19199+2 outside the filesystem or across an allocation group"),
+            (
+                vec![BmbtRec {
+                    blockcount: 0,
+                    ..ok
+                }],
+                "extent 0: blockcount 0",
+            ),
+            (
+                vec![ok, BmbtRec { startoff: 3, ..ok }],
+                "extent 1: startoff 3 overlaps or precedes the previous extent",
+            ),
+            (
+                vec![BmbtRec {
+                    startoff: (1 << 54) - 1,
+                    ..ok
+                }],
+                "extent 0: startoff 18014398509481983 + blockcount 2 past the largest file offset",
+            ),
+            (
+                vec![BmbtRec {
+                    startblock: 19199,
+                    ..ok
+                }],
+                "extent 0: blocks 19199+2 outside the filesystem or across an allocation group",
+            ),
         ];
         for (recs, detail) in cases {
             match ExtentMap::from_records(&v, "t", &recs).unwrap_err() {
-                Error::Corrupt { structure, detail: d, .. } => {
+                Error::Corrupt {
+                    structure,
+                    detail: d,
+                    ..
+                } => {
                     assert_eq!(structure, "t");
                     assert_eq!(d, detail);
                 }

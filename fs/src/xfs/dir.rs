@@ -73,31 +73,49 @@ pub(crate) fn parse_shortform(
         .get(..len)
         .ok_or_else(|| bad(0, format!("di_size {len} past the data fork")))?;
     let count = usize::from(*data.first().ok_or_else(|| bad(0, "empty header".into()))?);
-    let i8count = *data.get(1).ok_or_else(|| bad(1, "header truncated".into()))?;
+    let i8count = *data
+        .get(1)
+        .ok_or_else(|| bad(1, "header truncated".into()))?;
     let ino_len = if i8count > 0 { 8 } else { 4 };
     let mut pos = 2 + ino_len;
     if pos > data.len() {
         return Err(bad(2, "parent inode truncated".into()));
     }
     for i in 0..count {
-        let namelen = usize::from(*data.get(pos).ok_or_else(|| bad(pos, format!("entry {i} past di_size {len}")))?);
+        let namelen = usize::from(
+            *data
+                .get(pos)
+                .ok_or_else(|| bad(pos, format!("entry {i} past di_size {len}")))?,
+        );
         let name_at = pos + 3;
-        let name = data
-            .get(name_at..name_at + namelen)
-            .ok_or_else(|| bad(pos, format!("entry {i} name of {namelen} bytes past di_size {len}")))?;
+        let name = data.get(name_at..name_at + namelen).ok_or_else(|| {
+            bad(
+                pos,
+                format!("entry {i} name of {namelen} bytes past di_size {len}"),
+            )
+        })?;
         if !check_name(name) {
             return Err(bad(pos, format!("entry {i} has an invalid name")));
         }
         let mut at = name_at + namelen;
         let ftype = if has_ftype {
             at += 1;
-            *data.get(at - 1).ok_or_else(|| bad(pos, format!("entry {i} ftype past di_size {len}")))?
+            *data
+                .get(at - 1)
+                .ok_or_else(|| bad(pos, format!("entry {i} ftype past di_size {len}")))?
         } else {
             0
         };
-        let ino = be(data, at, ino_len).ok_or_else(|| bad(pos, format!("entry {i} inode number past di_size {len}")))?;
+        let ino = be(data, at, ino_len)
+            .ok_or_else(|| bad(pos, format!("entry {i} inode number past di_size {len}")))?;
         pos = at + ino_len;
-        if f(RawDirEntry { name: name.to_vec(), ino, ftype }).is_break() {
+        if f(RawDirEntry {
+            name: name.to_vec(),
+            ino,
+            ftype,
+        })
+        .is_break()
+        {
             break;
         }
     }
@@ -114,7 +132,9 @@ pub(crate) fn parse_data_block(
     f: &mut dyn FnMut(RawDirEntry) -> ControlFlow<()>,
 ) -> Result<ControlFlow<()>> {
     let structure = format!("xfs directory block of inode {owner}");
-    let bad = |field: usize, detail: String| Error::corrupt(structure.clone(), at.saturating_add(field as u64), detail);
+    let bad = |field: usize, detail: String| {
+        Error::corrupt(structure.clone(), at.saturating_add(field as u64), detail)
+    };
     let v5 = vol.sb.version == SbVersion::V5;
     let magic = be(buf, 0, 4).unwrap_or(0);
     let (is_block, hdr_len) = match (v5, u32::try_from(magic).unwrap_or(0)) {
@@ -122,26 +142,42 @@ pub(crate) fn parse_data_block(
         (false, XD2D) => (false, DATA_HDR_LEN_V4),
         (true, XDB3) => (true, DATA_HDR_LEN_V5),
         (true, XDD3) => (false, DATA_HDR_LEN_V5),
-        _ => return Err(bad(0, format!("magic {magic:#010x} is not a directory data block"))),
+        _ => {
+            return Err(bad(
+                0,
+                format!("magic {magic:#010x} is not a directory data block"),
+            ));
+        }
     };
     if v5 {
         let o = be(buf, DIR3_OWNER_OFFSET, 8).unwrap_or(0);
         if o != owner {
-            return Err(bad(DIR3_OWNER_OFFSET, format!("owner {o} is not inode {owner}")));
+            return Err(bad(
+                DIR3_OWNER_OFFSET,
+                format!("owner {o} is not inode {owner}"),
+            ));
         }
         if vol.verify_crc && !super::crc::verify(buf, DIR3_CRC_OFFSET) {
             return Err(bad(DIR3_CRC_OFFSET, "crc does not match the block".into()));
         }
     }
     let end = if is_block {
-        let tail = buf.len().checked_sub(BLOCK_TAIL_LEN).ok_or_else(|| bad(0, "block too small".into()))?;
+        let tail = buf
+            .len()
+            .checked_sub(BLOCK_TAIL_LEN)
+            .ok_or_else(|| bad(0, "block too small".into()))?;
         let count = be(buf, tail, 4).unwrap_or(u64::MAX);
         usize::try_from(count)
             .ok()
             .and_then(|c| c.checked_mul(LEAF_ENTRY_LEN))
             .and_then(|l| tail.checked_sub(l))
             .filter(|&e| e >= hdr_len)
-            .ok_or_else(|| bad(tail, format!("block tail count {count} does not fit the block")))?
+            .ok_or_else(|| {
+                bad(
+                    tail,
+                    format!("block tail count {count} does not fit the block"),
+                )
+            })?
     } else {
         buf.len()
     };
@@ -158,15 +194,25 @@ pub(crate) fn parse_data_block(
             continue;
         }
         let ino = be(buf, pos, 8).ok_or_else(|| bad(pos, "entry truncated".into()))?;
-        let namelen = usize::from(*buf.get(pos + 8).ok_or_else(|| bad(pos, "entry truncated".into()))?);
+        let namelen = usize::from(
+            *buf.get(pos + 8)
+                .ok_or_else(|| bad(pos, "entry truncated".into()))?,
+        );
         let raw_len = 8 + 1 + namelen + ftype_len + 2;
         let len = raw_len.div_ceil(DATA_ALIGN) * DATA_ALIGN;
         if namelen == 0 || pos + len > end {
-            return Err(bad(pos, format!("entry with name length {namelen} does not fit the block")));
+            return Err(bad(
+                pos,
+                format!("entry with name length {namelen} does not fit the block"),
+            ));
         }
         // OK to slice: pos + len <= end <= buf.len() was just checked.
         let name = &buf[pos + 9..pos + 9 + namelen];
-        let ftype = if ftype_len == 1 { buf[pos + 9 + namelen] } else { 0 };
+        let ftype = if ftype_len == 1 {
+            buf[pos + 9 + namelen]
+        } else {
+            0
+        };
         pos += len;
         if name == b"." || name == b".." {
             continue;
@@ -174,7 +220,13 @@ pub(crate) fn parse_data_block(
         if !check_name(name) {
             return Err(bad(pos - len, "entry has an invalid name".into()));
         }
-        if f(RawDirEntry { name: name.to_vec(), ino, ftype }).is_break() {
+        if f(RawDirEntry {
+            name: name.to_vec(),
+            ino,
+            ftype,
+        })
+        .is_break()
+        {
             return Ok(ControlFlow::Break(()));
         }
     }
@@ -199,14 +251,18 @@ pub(crate) fn for_each_entry(
         }
         f(e)
     };
-    let limit = || Error::LimitExceeded { what: format!("entries of xfs directory {}", inode.ino), limit: MAX_DIR_ENTRIES as u64 };
+    let limit = || Error::LimitExceeded {
+        what: format!("entries of xfs directory {}", inode.ino),
+        limit: MAX_DIR_ENTRIES as u64,
+    };
     match inode.format {
         ForkFormat::Local => parse_shortform(inode, vol.sb.has_ftype, &mut counted)?,
         ForkFormat::Extents | ForkFormat::Btree => {
             let map = ExtentMap::read(vol, inode)?;
             let fsbs = vol.sb.dir_block_fsbs();
             let bs = vol.sb.block_size();
-            let dirblk_bytes = usize::try_from(fsbs * bs).map_err(|_| Error::unsupported("xfs directory block", "too large"))?;
+            let dirblk_bytes = usize::try_from(fsbs * bs)
+                .map_err(|_| Error::unsupported("xfs directory block", "too large"))?;
             let leaf_block = LEAF_OFFSET_BYTES >> vol.sb.blocklog;
             let mut scanned = 0u64;
             let mut next = 0u64;
@@ -229,7 +285,11 @@ pub(crate) fn for_each_entry(
                         super::bmap::Lookup::Zero { .. } => 0,
                     };
                     if parse_data_block(vol, inode.ino, at, &buf, &mut counted)?.is_break() {
-                        return if seen.get() > MAX_DIR_ENTRIES { Err(limit()) } else { Ok(()) };
+                        return if seen.get() > MAX_DIR_ENTRIES {
+                            Err(limit())
+                        } else {
+                            Ok(())
+                        };
                     }
                     dblk += fsbs;
                 }
@@ -237,8 +297,16 @@ pub(crate) fn for_each_entry(
             }
         }
         ForkFormat::Dev => {
-            return Err(Error::corrupt(format!("xfs directory {}", inode.ino), 0, "directory with a device fork"));
+            return Err(Error::corrupt(
+                format!("xfs directory {}", inode.ino),
+                0,
+                "directory with a device fork",
+            ));
         }
     }
-    if seen.get() > MAX_DIR_ENTRIES { Err(limit()) } else { Ok(()) }
+    if seen.get() > MAX_DIR_ENTRIES {
+        Err(limit())
+    } else {
+        Ok(())
+    }
 }

@@ -143,13 +143,23 @@ impl Inode {
     ///
     /// # Errors
     /// [`Error::Corrupt`] naming the inode and the broken field.
-    pub(crate) fn parse(sb: &Superblock, ino: u64, offset: u64, buf: &[u8], verify_crc: bool) -> Result<Self> {
+    pub(crate) fn parse(
+        sb: &Superblock,
+        ino: u64,
+        offset: u64,
+        buf: &[u8],
+        verify_crc: bool,
+    ) -> Result<Self> {
         let structure = || format!("xfs inode {ino}");
         let corrupt = |field_offset: u64, detail: String| {
             Error::corrupt(structure(), offset.saturating_add(field_offset), detail)
         };
-        let (raw, _) = RawDinode::read_from_prefix(buf)
-            .map_err(|_| corrupt(0, format!("inode buffer of {} bytes is too short", buf.len())))?;
+        let (raw, _) = RawDinode::read_from_prefix(buf).map_err(|_| {
+            corrupt(
+                0,
+                format!("inode buffer of {} bytes is too short", buf.len()),
+            )
+        })?;
         let magic = raw.di_magic.get();
         if magic != XFS_DINODE_MAGIC {
             return Err(corrupt(0, format!("di_magic {magic:#06x} is not IN")));
@@ -158,16 +168,30 @@ impl Inode {
         let core_len = match (sb.version, version) {
             (SbVersion::V4, 1 | 2) => CORE_LEN_V2,
             (SbVersion::V5, 3) => CORE_LEN_V3,
-            _ => return Err(corrupt(4, format!("di_version {version} invalid for a {:?} filesystem", sb.version))),
+            _ => {
+                return Err(corrupt(
+                    4,
+                    format!(
+                        "di_version {version} invalid for a {:?} filesystem",
+                        sb.version
+                    ),
+                ));
+            }
         };
         let flags2 = if version == 3 { raw.di_flags2.get() } else { 0 };
         if version == 3 {
             let di_ino = raw.di_ino.get();
             if di_ino != ino {
-                return Err(corrupt(152, format!("di_ino {di_ino} does not match inode number {ino}")));
+                return Err(corrupt(
+                    152,
+                    format!("di_ino {di_ino} does not match inode number {ino}"),
+                ));
             }
             if verify_crc && !crc::verify(buf, DI_CRC_OFFSET) {
-                return Err(corrupt(DI_CRC_OFFSET as u64, "di_crc does not match the inode".into()));
+                return Err(corrupt(
+                    DI_CRC_OFFSET as u64,
+                    "di_crc does not match the inode".into(),
+                ));
             }
         }
         let mode = raw.di_mode.get();
@@ -182,13 +206,19 @@ impl Inode {
         };
         let allowed = match file_type {
             FileType::Directory | FileType::Symlink => {
-                matches!(format, ForkFormat::Local | ForkFormat::Extents | ForkFormat::Btree)
+                matches!(
+                    format,
+                    ForkFormat::Local | ForkFormat::Extents | ForkFormat::Btree
+                )
             }
             FileType::Regular => matches!(format, ForkFormat::Extents | ForkFormat::Btree),
             _ => format == ForkFormat::Dev,
         };
         if !allowed {
-            return Err(corrupt(5, format!("di_format {format:?} invalid for a {file_type:?} inode")));
+            return Err(corrupt(
+                5,
+                format!("di_format {format:?} invalid for a {file_type:?} inode"),
+            ));
         }
         let size = raw.di_size.get();
         if i64::try_from(size).is_err() {
@@ -199,7 +229,13 @@ impl Inode {
         let forkoff = usize::from(raw.di_forkoff) * 8;
         let fork_len = if forkoff == 0 { literal } else { forkoff };
         if fork_len > literal {
-            return Err(corrupt(82, format!("di_forkoff {} past the {literal}-byte literal area", raw.di_forkoff)));
+            return Err(corrupt(
+                82,
+                format!(
+                    "di_forkoff {} past the {literal}-byte literal area",
+                    raw.di_forkoff
+                ),
+            ));
         }
         let data_fork = buf
             .get(core_len..core_len + fork_len)
@@ -208,7 +244,10 @@ impl Inode {
 
         let nextents = if flags2 & DIFLAG2_NREXT64 != 0 {
             if !sb.has_nrext64 {
-                return Err(corrupt(120, "di_flags2 nrext64 set without the filesystem feature".into()));
+                return Err(corrupt(
+                    120,
+                    "di_flags2 nrext64 set without the filesystem feature".into(),
+                ));
             }
             raw.di_big_nextents.get()
         } else {
@@ -224,11 +263,17 @@ impl Inode {
             }
         }
         if format == ForkFormat::Local && size > fork_len as u64 {
-            return Err(corrupt(56, format!("di_size {size} of local data exceeds the {fork_len}-byte data fork")));
+            return Err(corrupt(
+                56,
+                format!("di_size {size} of local data exceeds the {fork_len}-byte data fork"),
+            ));
         }
         let bigtime = flags2 & DIFLAG2_BIGTIME != 0;
         if bigtime && !sb.has_bigtime {
-            return Err(corrupt(120, "di_flags2 bigtime set without the filesystem feature".into()));
+            return Err(corrupt(
+                120,
+                "di_flags2 bigtime set without the filesystem feature".into(),
+            ));
         }
         Ok(Self {
             ino,
@@ -237,7 +282,11 @@ impl Inode {
             format,
             uid: raw.di_uid.get(),
             gid: raw.di_gid.get(),
-            nlink: if version == 1 { u64::from(raw.di_onlink.get()) } else { u64::from(raw.di_nlink.get()) },
+            nlink: if version == 1 {
+                u64::from(raw.di_onlink.get())
+            } else {
+                u64::from(raw.di_nlink.get())
+            },
             size,
             mtime: decode_time(raw.di_mtime.get(), bigtime),
             nextents,
@@ -305,21 +354,49 @@ mod tests {
         let cases: [(Edit, u64, &str); 10] = [
             (|b| b[0] = 0, 0, "di_magic 0x004e is not IN"),
             (|b| b[4] = 2, 4, "di_version 2 invalid for a V5 filesystem"),
-            (|b| b[159] = 1, 152, "di_ino 1 does not match inode number 131"),
+            (
+                |b| b[159] = 1,
+                152,
+                "di_ino 1 does not match inode number 131",
+            ),
             (|b| b[2] = 0, 2, "di_mode 0o244 has no valid file type"),
             (|b| b[5] = 7, 5, "di_format 7 out of range 0..=3"),
-            (|b| b[5] = 1, 5, "di_format Local invalid for a Regular inode"),
-            (|b| b[56] = 0x80, 56, "di_size 9223372036854775814 is negative"),
-            (|b| b[82] = 50, 82, "di_forkoff 50 past the 336-byte literal area"),
-            (|b| b[79] = 22, 76, "di_nextents 22 does not fit the 336-byte data fork"),
-            (|b| b[127] = 0x10, 120, "di_flags2 nrext64 set without the filesystem feature"),
+            (
+                |b| b[5] = 1,
+                5,
+                "di_format Local invalid for a Regular inode",
+            ),
+            (
+                |b| b[56] = 0x80,
+                56,
+                "di_size 9223372036854775814 is negative",
+            ),
+            (
+                |b| b[82] = 50,
+                82,
+                "di_forkoff 50 past the 336-byte literal area",
+            ),
+            (
+                |b| b[79] = 22,
+                76,
+                "di_nextents 22 does not fit the 336-byte data fork",
+            ),
+            (
+                |b| b[127] = 0x10,
+                120,
+                "di_flags2 nrext64 set without the filesystem feature",
+            ),
         ];
         for (edit, field, detail) in cases {
             let mut b = good_inode();
             edit(&mut b);
             reseal(&mut b);
             match Inode::parse(&sb(), 131, 0x1000, &b, true).unwrap_err() {
-                Error::Corrupt { structure, offset, detail: d } => {
+                Error::Corrupt {
+                    structure,
+                    offset,
+                    detail: d,
+                } => {
                     assert_eq!(structure, "xfs inode 131");
                     assert_eq!(offset, 0x1000 + field, "{d}");
                     assert_eq!(d, detail);
@@ -330,7 +407,10 @@ mod tests {
         let mut b = good_inode();
         b[200] ^= 1;
         let e = Inode::parse(&sb(), 131, 0x1000, &b, true).unwrap_err();
-        assert_eq!(e.to_string(), "corrupt xfs inode 131 at 0x1064: di_crc does not match the inode");
+        assert_eq!(
+            e.to_string(),
+            "corrupt xfs inode 131 at 0x1064: di_crc does not match the inode"
+        );
         assert!(Inode::parse(&sb(), 131, 0x1000, &b, false).is_ok());
     }
 }

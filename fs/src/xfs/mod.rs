@@ -39,7 +39,9 @@ use std::sync::{Arc, Mutex};
 
 use disk::{BlockRead, BlockReadExt};
 
-use crate::{CaseSensitivity, DirEntry, Error, FileType, FsInfo, FsKind, FsRead, GuestPath, Metadata, Result};
+use crate::{
+    CaseSensitivity, DirEntry, Error, FileType, FsInfo, FsKind, FsRead, GuestPath, Metadata, Result,
+};
 
 mod bmap;
 mod crc;
@@ -90,7 +92,9 @@ impl Volume {
     /// Reads and validates inode `ino`.
     pub(crate) fn inode(&self, ino: u64) -> Result<Inode> {
         let at = self.sb.inode_location(ino)?;
-        let buf = self.dev.read_vec(at, self.sb.inode_size() as u64, 1 << 11)?;
+        let buf = self
+            .dev
+            .read_vec(at, self.sb.inode_size() as u64, 1 << 11)?;
         Inode::parse(&self.sb, ino, at, &buf, self.verify_crc)
     }
 }
@@ -111,7 +115,9 @@ type DirIndex = HashMap<Vec<u8>, u64>;
 
 impl std::fmt::Debug for XfsFs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("XfsFs").field("superblock", &self.vol.sb).finish_non_exhaustive()
+        f.debug_struct("XfsFs")
+            .field("superblock", &self.vol.sb)
+            .finish_non_exhaustive()
     }
 }
 
@@ -146,15 +152,31 @@ impl XfsFs {
     pub fn open_with(dev: Arc<dyn BlockRead>, options: XfsOptions) -> Result<Self> {
         let len = dev.size().min(MAX_SECTOR);
         if len < superblock::RAW_SB_LEN as u64 {
-            return Err(Error::corrupt("xfs superblock", 0, format!("device of {len} bytes is too small")));
+            return Err(Error::corrupt(
+                "xfs superblock",
+                0,
+                format!("device of {len} bytes is too small"),
+            ));
         }
         let sector = dev.read_vec(0, len, MAX_SECTOR)?;
         let sb = Superblock::parse(&sector, options.verify_crc)?;
         if sector.len() < 1usize << sb.sectlog {
-            return Err(Error::corrupt("xfs superblock", 0, "device smaller than one sector"));
+            return Err(Error::corrupt(
+                "xfs superblock",
+                0,
+                "device smaller than one sector",
+            ));
         }
         tracing::debug!(?sb.version, blocksize = sb.block_size(), agcount = sb.agcount, "opened xfs");
-        let fs = Self { vol: Volume { dev, sb, verify_crc: options.verify_crc }, last_map: Mutex::new(None), last_dir: Mutex::new(None) };
+        let fs = Self {
+            vol: Volume {
+                dev,
+                sb,
+                verify_crc: options.verify_crc,
+            },
+            last_map: Mutex::new(None),
+            last_dir: Mutex::new(None),
+        };
         let root = fs.vol.inode(fs.vol.sb.rootino)?;
         if root.file_type != FileType::Directory {
             return Err(Error::corrupt(
@@ -178,10 +200,14 @@ impl XfsFs {
         let mut so_far = GuestPath::root();
         for name in path.components() {
             if inode.file_type != FileType::Directory {
-                return Err(Error::NotADirectory { path: so_far.to_string() });
+                return Err(Error::NotADirectory {
+                    path: so_far.to_string(),
+                });
             }
             so_far = so_far.join_name(name)?;
-            let ino = self.lookup(&inode, name)?.ok_or_else(|| Error::NotFound { path: so_far.to_string() })?;
+            let ino = self.lookup(&inode, name)?.ok_or_else(|| Error::NotFound {
+                path: so_far.to_string(),
+            })?;
             inode = self.vol.inode(ino)?;
         }
         Ok(inode)
@@ -203,7 +229,10 @@ impl XfsFs {
             })?;
             return Ok(found);
         }
-        let mut cache = self.last_dir.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cache = self
+            .last_dir
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((ino, index)) = cache.as_ref()
             && *ino == inode.ino
         {
@@ -220,7 +249,10 @@ impl XfsFs {
     }
 
     fn map_of(&self, inode: &Inode) -> Result<Arc<ExtentMap>> {
-        let mut cache = self.last_map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cache = self
+            .last_map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((ino, map)) = cache.as_ref()
             && *ino == inode.ino
         {
@@ -260,7 +292,9 @@ impl FsRead for XfsFs {
     fn read_dir(&self, path: &GuestPath) -> Result<Vec<DirEntry>> {
         let inode = self.walk(path)?;
         if inode.file_type != FileType::Directory {
-            return Err(Error::NotADirectory { path: path.to_string() });
+            return Err(Error::NotADirectory {
+                path: path.to_string(),
+            });
         }
         let mut raw = Vec::new();
         dir::for_each_entry(&self.vol, &inode, &mut |e| {
@@ -274,7 +308,10 @@ impl FsRead for XfsFs {
                     // No ftype on this filesystem (or an unknown one): ask the inode.
                     None => self.vol.inode(e.ino)?.file_type,
                 };
-                Ok(DirEntry { name: e.name, file_type })
+                Ok(DirEntry {
+                    name: e.name,
+                    file_type,
+                })
             })
             .collect()
     }
@@ -282,7 +319,9 @@ impl FsRead for XfsFs {
     fn read_link(&self, path: &GuestPath) -> Result<Vec<u8>> {
         let inode = self.walk(path)?;
         if inode.file_type != FileType::Symlink {
-            return Err(Error::NotASymlink { path: path.to_string() });
+            return Err(Error::NotASymlink {
+                path: path.to_string(),
+            });
         }
         symlink::read_target(&self.vol, &inode)
     }
@@ -291,13 +330,19 @@ impl FsRead for XfsFs {
         let inode = self.walk(path)?;
         match inode.file_type {
             FileType::Regular => {}
-            FileType::Directory => return Err(Error::IsADirectory { path: path.to_string() }),
+            FileType::Directory => {
+                return Err(Error::IsADirectory {
+                    path: path.to_string(),
+                });
+            }
             _ => return Ok(0),
         }
         if offset >= inode.size {
             return Ok(0);
         }
-        let n = usize::try_from(inode.size - offset).unwrap_or(usize::MAX).min(buf.len());
+        let n = usize::try_from(inode.size - offset)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
         let map = self.map_of(&inode)?;
         // OK to slice: n <= buf.len().
         map.read_bytes(&self.vol, offset, &mut buf[..n])?;
@@ -319,8 +364,9 @@ pub mod fuzzing {
     const MAX_VISITS: usize = 10_000;
     /// Deepest directory walked.
     const MAX_DEPTH: usize = 16;
-    /// Most bytes read from one file.
-    const MAX_READ: usize = 1 << 20;
+    /// Most bytes read from one file, and from all files together.
+    const MAX_READ: u64 = 1 << 20;
+    const MAX_TOTAL_READ: u64 = 4 << 20;
 
     /// Opens `data` as XFS (checksums off, to reach past them) and walks everything, never
     /// panicking.
@@ -335,28 +381,43 @@ pub mod fuzzing {
         };
         let _ = fs.info();
         let mut stack = vec![(GuestPath::root(), 0usize)];
+        // Directory loops (a damaged entry pointing at an ancestor) are walked once.
+        let mut seen_dirs = std::collections::HashSet::from([fs.superblock().rootino]);
         let mut visits = 0usize;
+        let mut total = 0u64;
         let mut buf = vec![0u8; 64 * 1024];
         while let Some((dir, depth)) = stack.pop() {
-            let Ok(entries) = fs.read_dir(&dir) else { continue };
+            let Ok(entries) = fs.read_dir(&dir) else {
+                continue;
+            };
             for e in entries {
                 visits += 1;
                 if visits > MAX_VISITS {
                     return;
                 }
-                let Ok(p) = dir.join_name(&e.name) else { continue };
+                let Ok(p) = dir.join_name(&e.name) else {
+                    continue;
+                };
                 let _ = fs.lstat(&p);
                 match e.file_type {
-                    FileType::Directory if depth < MAX_DEPTH => stack.push((p, depth + 1)),
+                    FileType::Directory
+                        if depth < MAX_DEPTH
+                            && fs.lstat(&p).is_ok_and(|m| seen_dirs.insert(m.ino)) =>
+                    {
+                        stack.push((p, depth + 1));
+                    }
                     FileType::Symlink => {
                         let _ = fs.read_link(&p);
                     }
                     FileType::Regular => {
                         let mut off = 0u64;
-                        while off < MAX_READ as u64 {
+                        while off < MAX_READ && total < MAX_TOTAL_READ {
                             match fs.read_at(&p, off, &mut buf) {
                                 Ok(0) | Err(_) => break,
-                                Ok(n) => off += n as u64,
+                                Ok(n) => {
+                                    off += n as u64;
+                                    total += n as u64;
+                                }
                             }
                         }
                     }

@@ -167,11 +167,21 @@ fn corrupt(offset: u64, detail: String) -> Error {
     Error::corrupt("xfs superblock", offset, detail)
 }
 
-fn check_log(name: &str, offset: u64, value: u64, log: u8, range: &std::ops::RangeInclusive<u8>) -> Result<()> {
+fn check_log(
+    name: &str,
+    offset: u64,
+    value: u64,
+    log: u8,
+    range: &std::ops::RangeInclusive<u8>,
+) -> Result<()> {
     if !range.contains(&log) {
         return Err(corrupt(
             offset,
-            format!("{name} log {log} out of range {}..={}", range.start(), range.end()),
+            format!(
+                "{name} log {log} out of range {}..={}",
+                range.start(),
+                range.end()
+            ),
         ));
     }
     if value != 1u64 << log {
@@ -223,38 +233,77 @@ impl Superblock {
             1..=3 => {
                 return Err(Error::unsupported(
                     "xfs version",
-                    format!("superblock version {} (only 4 and 5)", versionnum & VERSION_NUMBITS),
+                    format!(
+                        "superblock version {} (only 4 and 5)",
+                        versionnum & VERSION_NUMBITS
+                    ),
                 ));
             }
-            v => return Err(corrupt(100, format!("sb_versionnum version {v} out of range 1..=5"))),
+            v => {
+                return Err(corrupt(
+                    100,
+                    format!("sb_versionnum version {v} out of range 1..=5"),
+                ));
+            }
         };
         // The checksum covers every other field, so check it before trusting any of them.
         if version == SbVersion::V5 && verify_crc {
             let len = usize::from(raw.sb_sectsize.get());
             if !crc::verify(sector.get(..len).unwrap_or(sector), SB_CRC_OFFSET) {
-                return Err(corrupt(SB_CRC_OFFSET as u64, "sb_crc does not match the sector".into()));
+                return Err(corrupt(
+                    SB_CRC_OFFSET as u64,
+                    "sb_crc does not match the sector".into(),
+                ));
             }
         }
         if version == SbVersion::V4 && versionnum & VERSION_DIRV2BIT == 0 {
             return Err(Error::unsupported("xfs feature", "version 1 directories"));
         }
         if versionnum & VERSION_BORGBIT != 0 {
-            return Err(Error::unsupported("xfs feature", "ascii-ci (case-insensitive names)"));
+            return Err(Error::unsupported(
+                "xfs feature",
+                "ascii-ci (case-insensitive names)",
+            ));
         }
 
         let blocksize = raw.sb_blocksize.get();
-        check_log("sb_blocksize", 4, u64::from(blocksize), raw.sb_blocklog, &BLOCKLOG_RANGE)?;
+        check_log(
+            "sb_blocksize",
+            4,
+            u64::from(blocksize),
+            raw.sb_blocklog,
+            &BLOCKLOG_RANGE,
+        )?;
         let sectsize = raw.sb_sectsize.get();
-        check_log("sb_sectsize", 102, u64::from(sectsize), raw.sb_sectlog, &SECTLOG_RANGE)?;
+        check_log(
+            "sb_sectsize",
+            102,
+            u64::from(sectsize),
+            raw.sb_sectlog,
+            &SECTLOG_RANGE,
+        )?;
         if raw.sb_sectlog > raw.sb_blocklog {
             return Err(corrupt(
                 121,
-                format!("sb_sectlog {} larger than sb_blocklog {}", raw.sb_sectlog, raw.sb_blocklog),
+                format!(
+                    "sb_sectlog {} larger than sb_blocklog {}",
+                    raw.sb_sectlog, raw.sb_blocklog
+                ),
             ));
         }
         let inodesize = raw.sb_inodesize.get();
-        let inode_range = if version == SbVersion::V5 { 9..=11 } else { INODELOG_RANGE };
-        check_log("sb_inodesize", 104, u64::from(inodesize), raw.sb_inodelog, &inode_range)?;
+        let inode_range = if version == SbVersion::V5 {
+            9..=11
+        } else {
+            INODELOG_RANGE
+        };
+        check_log(
+            "sb_inodesize",
+            104,
+            u64::from(inodesize),
+            raw.sb_inodelog,
+            &inode_range,
+        )?;
         if raw.sb_inodelog > raw.sb_blocklog
             || raw.sb_inopblog != raw.sb_blocklog - raw.sb_inodelog
             || u32::from(raw.sb_inopblock.get()) != blocksize >> raw.sb_inodelog
@@ -271,7 +320,10 @@ impl Superblock {
 
         let agblocks = raw.sb_agblocks.get();
         if agblocks < MIN_AG_BLOCKS {
-            return Err(corrupt(84, format!("sb_agblocks {agblocks} below the minimum {MIN_AG_BLOCKS}")));
+            return Err(corrupt(
+                84,
+                format!("sb_agblocks {agblocks} below the minimum {MIN_AG_BLOCKS}"),
+            ));
         }
         // sb_agblklog is log2 of agblocks rounded up.
         let want_agblklog = u8::try_from(32 - (agblocks - 1).leading_zeros())
@@ -279,7 +331,10 @@ impl Superblock {
         if raw.sb_agblklog != want_agblklog {
             return Err(corrupt(
                 124,
-                format!("sb_agblklog {} does not match sb_agblocks {agblocks} (expected {want_agblklog})", raw.sb_agblklog),
+                format!(
+                    "sb_agblklog {} does not match sb_agblocks {agblocks} (expected {want_agblklog})",
+                    raw.sb_agblklog
+                ),
             ));
         }
         let agcount = raw.sb_agcount.get();
@@ -288,11 +343,14 @@ impl Superblock {
         }
         let dblocks = raw.sb_dblocks.get();
         let full = u64::from(agcount) * u64::from(agblocks);
-        let min = u64::from(agcount - 1) * u64::from(agblocks) + u64::from(MIN_AG_BLOCKS.min(agblocks));
+        let min =
+            u64::from(agcount - 1) * u64::from(agblocks) + u64::from(MIN_AG_BLOCKS.min(agblocks));
         if dblocks > full || dblocks < min {
             return Err(corrupt(
                 8,
-                format!("sb_dblocks {dblocks} out of range {min}..={full} for {agcount} AGs of {agblocks} blocks"),
+                format!(
+                    "sb_dblocks {dblocks} out of range {min}..={full} for {agcount} AGs of {agblocks} blocks"
+                ),
             ));
         }
         if u32::from(raw.sb_blocklog) + u32::from(raw.sb_dirblklog) > u32::from(MAX_DIRBLOCK_LOG) {
@@ -312,7 +370,10 @@ impl Superblock {
                 if unknown != 0 {
                     return Err(Error::unsupported(
                         "xfs incompatible feature",
-                        format!("{} (sb_features_incompat {incompat:#x})", incompat_names(unknown)),
+                        format!(
+                            "{} (sb_features_incompat {incompat:#x})",
+                            incompat_names(unknown)
+                        ),
                     ));
                 }
                 (incompat, incompat & INCOMPAT_FTYPE != 0)
@@ -324,7 +385,11 @@ impl Superblock {
             }
         };
 
-        let label_len = raw.sb_fname.iter().position(|&b| b == 0).unwrap_or(raw.sb_fname.len());
+        let label_len = raw
+            .sb_fname
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(raw.sb_fname.len());
         let sb = Self {
             version,
             blocklog: raw.sb_blocklog,
@@ -344,8 +409,12 @@ impl Superblock {
             has_nrext64: features_incompat & INCOMPAT_NREXT64 != 0,
             features_incompat,
         };
-        sb.inode_location(sb.rootino)
-            .map_err(|_| corrupt(56, format!("sb_rootino {} is not a valid inode number", sb.rootino)))?;
+        sb.inode_location(sb.rootino).map_err(|_| {
+            corrupt(
+                56,
+                format!("sb_rootino {} is not a valid inode number", sb.rootino),
+            )
+        })?;
         Ok(sb)
     }
 
@@ -372,13 +441,22 @@ impl Superblock {
     pub fn uuid_string(&self) -> String {
         let h: String = self.uuid.iter().map(|b| format!("{b:02x}")).collect();
         // OK to slice: h is exactly 32 ASCII hex digits.
-        format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
     }
 
     /// Blocks in allocation group `agno` (the last one may be short).
     fn ag_len(&self, agno: u64) -> u64 {
         let start = agno.saturating_mul(u64::from(self.agblocks));
-        self.dblocks.saturating_sub(start).min(u64::from(self.agblocks))
+        self.dblocks
+            .saturating_sub(start)
+            .min(u64::from(self.agblocks))
     }
 
     /// The byte offset of AG-relative block `agbno` in AG `agno`, checked against the geometry.
@@ -416,7 +494,13 @@ impl Superblock {
     /// # Errors
     /// [`Error::Corrupt`] if the number lies outside the filesystem.
     pub fn inode_location(&self, ino: u64) -> Result<u64> {
-        let bad = || Error::corrupt("xfs inode number", 0, format!("inode {ino} lies outside the filesystem"));
+        let bad = || {
+            Error::corrupt(
+                "xfs inode number",
+                0,
+                format!("inode {ino} lies outside the filesystem"),
+            )
+        };
         let offset_in_block = ino & ((1u64 << self.inopblog) - 1);
         let agbno = (ino >> self.inopblog) & ((1u64 << self.agblklog) - 1);
         let agno = ino
@@ -436,14 +520,18 @@ pub(crate) mod tests {
     /// A valid v5 superblock sector: 4 KiB blocks, 512 B inodes, 4 AGs of 19200 blocks.
     pub(crate) fn good_v5() -> Vec<u8> {
         let mut s = vec![0u8; 512];
-        let put32 = |s: &mut Vec<u8>, o: usize, v: u32| s[o..o + 4].copy_from_slice(&v.to_be_bytes());
-        let put64 = |s: &mut Vec<u8>, o: usize, v: u64| s[o..o + 8].copy_from_slice(&v.to_be_bytes());
-        let put16 = |s: &mut Vec<u8>, o: usize, v: u16| s[o..o + 2].copy_from_slice(&v.to_be_bytes());
+        let put32 =
+            |s: &mut Vec<u8>, o: usize, v: u32| s[o..o + 4].copy_from_slice(&v.to_be_bytes());
+        let put64 =
+            |s: &mut Vec<u8>, o: usize, v: u64| s[o..o + 8].copy_from_slice(&v.to_be_bytes());
+        let put16 =
+            |s: &mut Vec<u8>, o: usize, v: u16| s[o..o + 2].copy_from_slice(&v.to_be_bytes());
         put32(&mut s, 0, XFS_SB_MAGIC);
         put32(&mut s, 4, 4096);
         put64(&mut s, 8, 76800);
         s[32..48].copy_from_slice(&[
-            0x7e, 0xf7, 0x4f, 0x9f, 0x40, 0x0e, 0x4b, 0x39, 0x94, 0x8b, 0xde, 0x1d, 0x3b, 0x1a, 0xb3, 0x15,
+            0x7e, 0xf7, 0x4f, 0x9f, 0x40, 0x0e, 0x4b, 0x39, 0x94, 0x8b, 0xde, 0x1d, 0x3b, 0x1a,
+            0xb3, 0x15,
         ]);
         put64(&mut s, 56, 128);
         put32(&mut s, 84, 19200);
@@ -458,7 +546,11 @@ pub(crate) mod tests {
         s[122] = 9;
         s[123] = 3;
         s[124] = 15;
-        put32(&mut s, 216, INCOMPAT_FTYPE | INCOMPAT_SPINODES | INCOMPAT_BIGTIME);
+        put32(
+            &mut s,
+            216,
+            INCOMPAT_FTYPE | INCOMPAT_SPINODES | INCOMPAT_BIGTIME,
+        );
         reseal(&mut s);
         s
     }
@@ -475,7 +567,11 @@ pub(crate) mod tests {
 
     fn assert_corrupt(s: &[u8], offset: u64, detail_start: &str) {
         match err_of(s) {
-            Error::Corrupt { structure, offset: o, detail } => {
+            Error::Corrupt {
+                structure,
+                offset: o,
+                detail,
+            } => {
                 assert_eq!(structure, "xfs superblock");
                 assert_eq!(o, offset, "{detail}");
                 assert!(detail.starts_with(detail_start), "{detail}");
@@ -501,7 +597,10 @@ pub(crate) mod tests {
         assert_eq!(sb.inode_location(128).unwrap(), 16 * 4096);
         assert_eq!(sb.inode_location(131).unwrap(), 16 * 4096 + 3 * 512);
         // AG 1, block 5, slot 0.
-        assert_eq!(sb.inode_location((1 << 18) | (5 << 3)).unwrap(), (19200 + 5) * 4096);
+        assert_eq!(
+            sb.inode_location((1 << 18) | (5 << 3)).unwrap(),
+            (19200 + 5) * 4096
+        );
         assert!(sb.inode_location(4 << 18).is_err());
         assert_eq!(sb.fsb_to_offset((1 << 15) | 7), Some((19200 + 7) * 4096));
         assert_eq!(sb.fsb_to_offset(19200), None, "agbno past agblocks");
@@ -515,15 +614,47 @@ pub(crate) mod tests {
         type Edit = fn(&mut Vec<u8>);
         let cases: [(Edit, u64, &str); 11] = [
             (|s| s[0] = b'Y', 0, "sb_magicnum 0x59465342 is not XFSB"),
-            (|s| s[4..8].copy_from_slice(&3000u32.to_be_bytes()), 4, "sb_blocksize 3000 does not match"),
-            (|s| s[120] = 17, 4, "sb_blocksize log 17 out of range 9..=16"),
-            (|s| s[102..104].copy_from_slice(&1024u16.to_be_bytes()), 102, "sb_sectsize 1024"),
-            (|s| s[104..106].copy_from_slice(&256u16.to_be_bytes()), 104, "sb_inodesize 256"),
-            (|s| s[106..108].copy_from_slice(&16u16.to_be_bytes()), 106, "sb_inopblock 16"),
-            (|s| s[84..88].copy_from_slice(&10u32.to_be_bytes()), 84, "sb_agblocks 10 below"),
+            (
+                |s| s[4..8].copy_from_slice(&3000u32.to_be_bytes()),
+                4,
+                "sb_blocksize 3000 does not match",
+            ),
+            (
+                |s| s[120] = 17,
+                4,
+                "sb_blocksize log 17 out of range 9..=16",
+            ),
+            (
+                |s| s[102..104].copy_from_slice(&1024u16.to_be_bytes()),
+                102,
+                "sb_sectsize 1024",
+            ),
+            (
+                |s| s[104..106].copy_from_slice(&256u16.to_be_bytes()),
+                104,
+                "sb_inodesize 256",
+            ),
+            (
+                |s| s[106..108].copy_from_slice(&16u16.to_be_bytes()),
+                106,
+                "sb_inopblock 16",
+            ),
+            (
+                |s| s[84..88].copy_from_slice(&10u32.to_be_bytes()),
+                84,
+                "sb_agblocks 10 below",
+            ),
             (|s| s[124] = 14, 124, "sb_agblklog 14 does not match"),
-            (|s| s[88..92].copy_from_slice(&0u32.to_be_bytes()), 88, "sb_agcount 0"),
-            (|s| s[8..16].copy_from_slice(&80000u64.to_be_bytes()), 8, "sb_dblocks 80000 out of range"),
+            (
+                |s| s[88..92].copy_from_slice(&0u32.to_be_bytes()),
+                88,
+                "sb_agcount 0",
+            ),
+            (
+                |s| s[8..16].copy_from_slice(&80000u64.to_be_bytes()),
+                8,
+                "sb_dblocks 80000 out of range",
+            ),
             (|s| s[192] = 5, 192, "sb_dirblklog 5"),
         ];
         for (edit, offset, detail) in cases {
@@ -563,20 +694,33 @@ pub(crate) mod tests {
         let mut s = good_v5();
         s[101] = 0xa3;
         reseal(&mut s);
-        assert!(matches!(err_of(&s), Error::Unsupported { what: "xfs version", .. }));
+        assert!(matches!(
+            err_of(&s),
+            Error::Unsupported {
+                what: "xfs version",
+                ..
+            }
+        ));
         let mut s = good_v5();
         s[101] = 0xa4;
         s[100] = 0x14; // v4 without DIRV2BIT
-        assert!(matches!(err_of(&s), Error::Unsupported { what: "xfs feature", detail } if detail == "version 1 directories"));
+        assert!(
+            matches!(err_of(&s), Error::Unsupported { what: "xfs feature", detail } if detail == "version 1 directories")
+        );
         let mut s = good_v5();
         s[100] |= 0x40;
         reseal(&mut s);
-        assert!(matches!(err_of(&s), Error::Unsupported { what: "xfs feature", detail } if detail.starts_with("ascii-ci")));
+        assert!(
+            matches!(err_of(&s), Error::Unsupported { what: "xfs feature", detail } if detail.starts_with("ascii-ci"))
+        );
         let e = err_of(&{
             let mut s = good_v5();
             s[0] = 0;
             s
         });
-        assert_eq!(e.to_string(), "corrupt xfs superblock at 0x0: sb_magicnum 0x00465342 is not XFSB");
+        assert_eq!(
+            e.to_string(),
+            "corrupt xfs superblock at 0x0: sb_magicnum 0x00465342 is not XFSB"
+        );
     }
 }

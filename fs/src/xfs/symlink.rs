@@ -34,7 +34,11 @@ fn be32(b: &[u8], at: usize) -> u32 {
 pub(crate) fn read_target(vol: &Volume, inode: &Inode) -> Result<Vec<u8>> {
     let structure = || format!("xfs symlink {}", inode.ino);
     if inode.size == 0 || inode.size > SYMLINK_MAXLEN {
-        return Err(Error::corrupt(structure(), 0, format!("di_size {} out of range 1..={SYMLINK_MAXLEN}", inode.size)));
+        return Err(Error::corrupt(
+            structure(),
+            0,
+            format!("di_size {} out of range 1..={SYMLINK_MAXLEN}", inode.size),
+        ));
     }
     // OK: at most 1024 by the check above.
     let size = usize::try_from(inode.size).unwrap_or(0);
@@ -57,12 +61,22 @@ pub(crate) fn read_target(vol: &Volume, inode: &Inode) -> Result<Vec<u8>> {
                     break;
                 }
                 let at = m.phys;
-                let bad = |field: usize, detail: String| Error::corrupt(structure(), at + field as u64, detail);
+                let bad = |field: usize, detail: String| {
+                    Error::corrupt(structure(), at + field as u64, detail)
+                };
                 let len = m
                     .blockcount
                     .checked_mul(bs)
                     .filter(|&l| l <= MAX_SYMLINK_EXTENT.max(bs) && i < SYMLINK_MAPS)
-                    .ok_or_else(|| bad(0, format!("extent {i} of {} blocks is too long for a symlink", m.blockcount)))?;
+                    .ok_or_else(|| {
+                        bad(
+                            0,
+                            format!(
+                                "extent {i} of {} blocks is too long for a symlink",
+                                m.blockcount
+                            ),
+                        )
+                    })?;
                 // OK: len <= max(64 KiB, block size), which fits usize.
                 let mut block = vec![0u8; usize::try_from(len).unwrap_or(0)];
                 if m.unwritten {
@@ -78,25 +92,41 @@ pub(crate) fn read_target(vol: &Volume, inode: &Inode) -> Result<Vec<u8>> {
                     .and_then(|s| s.try_into().ok())
                     .map_or(0, u64::from_be_bytes);
                 if owner != inode.ino {
-                    return Err(bad(SL_OWNER_OFFSET, format!("sl_owner {owner} is not inode {}", inode.ino)));
+                    return Err(bad(
+                        SL_OWNER_OFFSET,
+                        format!("sl_owner {owner} is not inode {}", inode.ino),
+                    ));
                 }
                 if vol.verify_crc && !super::crc::verify(&block, SL_CRC_OFFSET) {
                     return Err(bad(SL_CRC_OFFSET, "sl_crc does not match the block".into()));
                 }
                 let offset = be32(&block, 4);
                 if offset as usize != out.len() {
-                    return Err(bad(4, format!("sl_offset {offset} where {} was expected", out.len())));
+                    return Err(bad(
+                        4,
+                        format!("sl_offset {offset} where {} was expected", out.len()),
+                    ));
                 }
                 let bytes = be32(&block, 8) as usize;
                 let room = block.len() - SYMLINK_HDR_LEN;
                 if bytes == 0 || bytes > room || out.len() + bytes > size {
-                    return Err(bad(8, format!("sl_bytes {bytes} out of range 1..={}", room.min(size - out.len()))));
+                    return Err(bad(
+                        8,
+                        format!(
+                            "sl_bytes {bytes} out of range 1..={}",
+                            room.min(size - out.len())
+                        ),
+                    ));
                 }
                 // OK to slice: SYMLINK_HDR_LEN + bytes <= block.len() was just checked.
                 out.extend_from_slice(&block[SYMLINK_HDR_LEN..SYMLINK_HDR_LEN + bytes]);
             }
             if out.len() != size {
-                return Err(Error::corrupt(structure(), 0, format!("remote blocks hold {} of {size} bytes", out.len())));
+                return Err(Error::corrupt(
+                    structure(),
+                    0,
+                    format!("remote blocks hold {} of {size} bytes", out.len()),
+                ));
             }
             Ok(out)
         }

@@ -22,7 +22,9 @@ impl BlockRead for FileDev {
     }
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> disk::Result<()> {
         disk::check_range(self.1, offset, buf.len() as u64)?;
-        self.0.read_exact_at(buf, offset).map_err(|e| disk::Error::io(offset, e))
+        self.0
+            .read_exact_at(buf, offset)
+            .map_err(|e| disk::Error::io(offset, e))
     }
 }
 
@@ -52,7 +54,10 @@ impl BlockRead for Overlay {
 }
 
 fn have(tool: &str) -> bool {
-    let ok = Command::new(tool).arg("-V").output().is_ok_and(|o| o.status.success());
+    let ok = Command::new(tool)
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !ok {
         println!("skipping: {tool} not found");
     }
@@ -118,7 +123,10 @@ fn write_proto(dir: &Path, huge_entries: usize, long_symlink: bool) -> PathBuf {
     l.push("$".to_owned());
     l.push("huge d--755 0 0".to_owned());
     for i in 0..huge_entries {
-        l.push(format!("entry_with_a_longish_name_{i:05} ---644 0 0 {}", s("empty")));
+        l.push(format!(
+            "entry_with_a_longish_name_{i:05} ---644 0 0 {}",
+            s("empty")
+        ));
     }
     l.push("$".to_owned());
     l.push("$".to_owned());
@@ -134,7 +142,14 @@ fn mkfs(dir: &Path, name: &str, opts: &[&str], huge_entries: usize, size: &str) 
     mkfs_with(dir, name, opts, huge_entries, size, opts.contains(&"crc=0"))
 }
 
-fn mkfs_with(dir: &Path, name: &str, opts: &[&str], huge_entries: usize, size: &str, long_symlink: bool) -> PathBuf {
+fn mkfs_with(
+    dir: &Path,
+    name: &str,
+    opts: &[&str],
+    huge_entries: usize,
+    size: &str,
+    long_symlink: bool,
+) -> PathBuf {
     let proto = write_proto(dir, huge_entries, long_symlink);
     let img = dir.join(name);
     let out = Command::new("mkfs.xfs")
@@ -150,13 +165,23 @@ fn mkfs_with(dir: &Path, name: &str, opts: &[&str], huge_entries: usize, size: &
         .env("QA_CHECK_FS", "1")
         .output()
         .unwrap();
-    assert!(out.status.success(), "mkfs.xfs {opts:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "mkfs.xfs {opts:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     img
 }
 
 /// `xfs_db -r -c 'ls PATH'`: name -> (inode, type word), without `.` and `..`.
 fn xfs_db_ls(img: &Path, path: &str) -> BTreeMap<Vec<u8>, (u64, String)> {
-    let out = Command::new("xfs_db").arg("-r").arg("-c").arg(format!("ls {path}")).arg(img).output().unwrap();
+    let out = Command::new("xfs_db")
+        .arg("-r")
+        .arg("-c")
+        .arg(format!("ls {path}"))
+        .arg(img)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let mut m = BTreeMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines().skip(1) {
@@ -194,8 +219,15 @@ fn check_tree(img: &Path, huge_entries: usize, ftype: bool) {
     assert_eq!(info.kind, FsKind::Xfs);
     assert_eq!(info.case, CaseSensitivity::Sensitive);
     assert_eq!(info.label, None);
-    let blkid = Command::new("xfs_db").args(["-r", "-c", "uuid"]).arg(img).output().unwrap();
-    let want_uuid = String::from_utf8_lossy(&blkid.stdout).trim().trim_start_matches("UUID = ").to_owned();
+    let blkid = Command::new("xfs_db")
+        .args(["-r", "-c", "uuid"])
+        .arg(img)
+        .output()
+        .unwrap();
+    let want_uuid = String::from_utf8_lossy(&blkid.stdout)
+        .trim()
+        .trim_start_matches("UUID = ")
+        .to_owned();
     assert_eq!(info.uuid.as_deref(), Some(want_uuid.as_str()));
     assert_eq!(fs.superblock().has_ftype, ftype);
 
@@ -209,7 +241,10 @@ fn check_tree(img: &Path, huge_entries: usize, ftype: bool) {
                 // xfs_db says "unknown" when entries carry no ftype.
                 assert_eq!(type_word(e.file_type), ty, "{dir} {:?}", e.name);
             }
-            let child = GuestPath::parse(dir.as_bytes()).unwrap().join_name(&e.name).unwrap();
+            let child = GuestPath::parse(dir.as_bytes())
+                .unwrap()
+                .join_name(&e.name)
+                .unwrap();
             assert_eq!(fs.lstat(&child).unwrap().ino, *ino);
         }
     }
@@ -225,21 +260,37 @@ fn check_tree(img: &Path, huge_entries: usize, ftype: bool) {
     );
     assert!(m.mtime > 1_600_000_000, "mtime {}", m.mtime);
     let m = fs.lstat(&p("/sf")).unwrap();
-    assert_eq!((m.file_type, m.mode, m.uid, m.gid, m.nlink), (FileType::Directory, 0o750, 5, 6, 3));
+    assert_eq!(
+        (m.file_type, m.mode, m.uid, m.gid, m.nlink),
+        (FileType::Directory, 0o750, 5, 6, 3)
+    );
     assert_eq!(fs.lstat(&p("/fifo")).unwrap().file_type, FileType::Fifo);
-    assert_eq!(fs.lstat(&p("/null")).unwrap().file_type, FileType::CharDevice);
+    assert_eq!(
+        fs.lstat(&p("/null")).unwrap().file_type,
+        FileType::CharDevice
+    );
     assert_eq!(fs.lstat(&p("/")).unwrap().ino, fs.superblock().rootino);
 
     assert_eq!(fs.read_file(b"/small", 1 << 20).unwrap(), b"hello xfs\n");
-    assert_eq!(fs.read_file(b"/sf/inner/deep", 1 << 20).unwrap(), b"hello xfs\n");
+    assert_eq!(
+        fs.read_file(b"/sf/inner/deep", 1 << 20).unwrap(),
+        b"hello xfs\n"
+    );
     assert_eq!(fs.read_file(b"/empty", 1 << 20).unwrap(), b"");
-    assert_eq!(fs.read_file(b"/big", 8 << 20).unwrap(), pattern(7, 3 * 1024 * 1024 + 123));
+    assert_eq!(
+        fs.read_file(b"/big", 8 << 20).unwrap(),
+        pattern(7, 3 * 1024 * 1024 + 123)
+    );
     // A read straddling block boundaries, and one past the end.
     let mut buf = [0u8; 10];
     assert_eq!(fs.read_at(&p("/big"), 4090, &mut buf).unwrap(), 10);
     assert_eq!(buf[..], pattern(7, 4100)[4090..]);
     assert_eq!(fs.read_at(&p("/big"), 1 << 30, &mut buf).unwrap(), 0);
-    assert_eq!(fs.read_file(b"/short", 1 << 20).unwrap(), b"hello xfs\n", "followed in-guest");
+    assert_eq!(
+        fs.read_file(b"/short", 1 << 20).unwrap(),
+        b"hello xfs\n",
+        "followed in-guest"
+    );
     assert_eq!(fs.read_link(&p("/short")).unwrap(), b"small");
     match (fs.superblock().version, fs.read_link(&p("/long"))) {
         (super::superblock::SbVersion::V4, Ok(t)) => {
@@ -247,7 +298,12 @@ fn check_tree(img: &Path, huge_entries: usize, ftype: bool) {
             assert_eq!(fs.lstat(&p("/long")).unwrap().size, LONG_TARGET_LEN as u64);
         }
         // The header mkfs 6.1 leaves out (see `mkfs`).
-        (_, Err(Error::Corrupt { structure, detail, .. })) => {
+        (
+            _,
+            Err(Error::Corrupt {
+                structure, detail, ..
+            }),
+        ) => {
             assert!(structure.starts_with("xfs symlink "), "{structure}");
             assert_eq!(detail, "sl_magic 0x2f6c6f6e is not XSLM");
         }
@@ -257,11 +313,25 @@ fn check_tree(img: &Path, huge_entries: usize, ftype: bool) {
 
     assert!(matches!(fs.lstat(&p("/nope")), Err(Error::NotFound { path }) if path == "/nope"));
     assert!(matches!(fs.lstat(&p("/huge/x")), Err(Error::NotFound { path }) if path == "/huge/x"));
-    assert!(matches!(fs.lstat(&p("/SMALL")), Err(Error::NotFound { .. })), "case-sensitive");
-    assert!(matches!(fs.lstat(&p("/small/x")), Err(Error::NotADirectory { path }) if path == "/small"));
-    assert!(matches!(fs.read_dir(&p("/small")), Err(Error::NotADirectory { .. })));
-    assert!(matches!(fs.read_link(&p("/small")), Err(Error::NotASymlink { .. })));
-    assert!(matches!(fs.read_at(&p("/sf"), 0, &mut buf), Err(Error::IsADirectory { .. })));
+    assert!(
+        matches!(fs.lstat(&p("/SMALL")), Err(Error::NotFound { .. })),
+        "case-sensitive"
+    );
+    assert!(
+        matches!(fs.lstat(&p("/small/x")), Err(Error::NotADirectory { path }) if path == "/small")
+    );
+    assert!(matches!(
+        fs.read_dir(&p("/small")),
+        Err(Error::NotADirectory { .. })
+    ));
+    assert!(matches!(
+        fs.read_link(&p("/small")),
+        Err(Error::NotASymlink { .. })
+    ));
+    assert!(matches!(
+        fs.read_at(&p("/sf"), 0, &mut buf),
+        Err(Error::IsADirectory { .. })
+    ));
     let last = format!("/huge/entry_with_a_longish_name_{:05}", huge_entries - 1);
     assert_eq!(fs.lstat(&p(&last)).unwrap().size, 0);
 }
@@ -281,8 +351,15 @@ fn v5_image_matches_xfs_db() {
     use super::inode::ForkFormat;
     assert_eq!(fmt("/sf"), ForkFormat::Local);
     assert_eq!(fmt("/blk"), ForkFormat::Extents);
-    assert_eq!(fs.walk(&p("/blk")).unwrap().size, 4096, "single-block directory");
-    assert!(fs.walk(&p("/huge")).unwrap().size > 4096 * 8, "leaf/node directory");
+    assert_eq!(
+        fs.walk(&p("/blk")).unwrap().size,
+        4096,
+        "single-block directory"
+    );
+    assert!(
+        fs.walk(&p("/huge")).unwrap().size > 4096 * 8,
+        "leaf/node directory"
+    );
     assert_eq!(fmt("/long"), ForkFormat::Extents, "remote symlink");
     assert_eq!(fmt("/short"), ForkFormat::Local);
     check_tree(&img, 5000, true);
@@ -295,10 +372,19 @@ fn v4_images_match_xfs_db() {
     }
     let dir = tempfile::tempdir().unwrap();
     let img = mkfs(dir.path(), "v4.img", &["-m", "crc=0"], 2000, "300m");
-    assert_eq!(open_file(&img).superblock().version, super::superblock::SbVersion::V4);
+    assert_eq!(
+        open_file(&img).superblock().version,
+        super::superblock::SbVersion::V4
+    );
     check_tree(&img, 2000, true);
     // Without ftype, entry types come from the inodes.
-    let img = mkfs(dir.path(), "v4n.img", &["-m", "crc=0", "-n", "ftype=0"], 300, "300m");
+    let img = mkfs(
+        dir.path(),
+        "v4n.img",
+        &["-m", "crc=0", "-n", "ftype=0"],
+        300,
+        "300m",
+    );
     check_tree(&img, 300, false);
 }
 
@@ -309,7 +395,13 @@ fn v5_variants_match_xfs_db() {
     }
     let dir = tempfile::tempdir().unwrap();
     // 8 KiB directory blocks (sb_dirblklog 1), and 64-bit extent counters.
-    let img = mkfs(dir.path(), "dir8k.img", &["-n", "size=8192", "-i", "nrext64=1"], 3000, "300m");
+    let img = mkfs(
+        dir.path(),
+        "dir8k.img",
+        &["-n", "size=8192", "-i", "nrext64=1"],
+        3000,
+        "300m",
+    );
     let fs = open_file(&img);
     assert_eq!(fs.superblock().dirblklog, 1);
     assert!(fs.superblock().has_nrext64);
@@ -330,8 +422,16 @@ impl Drop for Mount {
 
 fn try_mount(img: &Path, mnt: &Path, opts: &str) -> Option<Mount> {
     std::fs::create_dir_all(mnt).unwrap();
-    let ok = Command::new("mount").arg("-o").arg(format!("loop,{opts}")).arg(img).arg(mnt).output().is_ok_and(|o| o.status.success());
-    if ok { Some(Mount(mnt.to_owned())) } else {
+    let ok = Command::new("mount")
+        .arg("-o")
+        .arg(format!("loop,{opts}"))
+        .arg(img)
+        .arg(mnt)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        Some(Mount(mnt.to_owned()))
+    } else {
         println!("skipping: mount -o loop,{opts} failed (not root or no xfs in the kernel)");
         None
     }
@@ -346,23 +446,52 @@ fn compare_with_kernel(fs: &XfsFs, mnt: &Path) {
         let host_dir = mnt.join(dir.to_string().trim_start_matches('/'));
         let mut want: Vec<Vec<u8>> = std::fs::read_dir(&host_dir)
             .unwrap()
-            .map(|e| std::os::unix::ffi::OsStrExt::as_bytes(e.unwrap().file_name().as_os_str()).to_vec())
+            .map(|e| {
+                std::os::unix::ffi::OsStrExt::as_bytes(e.unwrap().file_name().as_os_str()).to_vec()
+            })
             .collect();
         let mut got: Vec<_> = fs.read_dir(&dir).unwrap();
         want.sort();
         got.sort_by(|a, b| a.name.cmp(&b.name));
-        assert_eq!(got.iter().map(|e| e.name.clone()).collect::<Vec<_>>(), want, "{dir}");
+        assert_eq!(
+            got.iter().map(|e| e.name.clone()).collect::<Vec<_>>(),
+            want,
+            "{dir}"
+        );
         for e in got {
             seen += 1;
             let gp = dir.join_name(&e.name).unwrap();
             let hp = host_dir.join(std::ffi::OsStr::from_bytes_compat(&e.name));
             let hm = std::fs::symlink_metadata(&hp).unwrap();
             let m = fs.lstat(&gp).unwrap();
-            assert_eq!((m.ino, m.size, m.mode, m.uid, m.gid, m.nlink, m.mtime), (hm.ino(), hm.size(), hm.mode() & 0o7777, hm.uid(), hm.gid(), hm.nlink(), hm.mtime()), "{gp}");
+            assert_eq!(
+                (m.ino, m.size, m.mode, m.uid, m.gid, m.nlink, m.mtime),
+                (
+                    hm.ino(),
+                    hm.size(),
+                    hm.mode() & 0o7777,
+                    hm.uid(),
+                    hm.gid(),
+                    hm.nlink(),
+                    hm.mtime()
+                ),
+                "{gp}"
+            );
             match e.file_type {
                 FileType::Directory => stack.push(gp),
-                FileType::Regular => assert_eq!(fs.read_file(&gp.to_string().into_bytes(), 64 << 20).unwrap(), std::fs::read(&hp).unwrap(), "{gp}"),
-                FileType::Symlink => assert_eq!(fs.read_link(&gp).unwrap(), std::os::unix::ffi::OsStrExt::as_bytes(std::fs::read_link(&hp).unwrap().as_os_str()), "{gp}"),
+                FileType::Regular => assert_eq!(
+                    fs.read_file(&gp.to_string().into_bytes(), 64 << 20)
+                        .unwrap(),
+                    std::fs::read(&hp).unwrap(),
+                    "{gp}"
+                ),
+                FileType::Symlink => assert_eq!(
+                    fs.read_link(&gp).unwrap(),
+                    std::os::unix::ffi::OsStrExt::as_bytes(
+                        std::fs::read_link(&hp).unwrap().as_os_str()
+                    ),
+                    "{gp}"
+                ),
                 _ => {}
             }
         }
@@ -390,14 +519,26 @@ fn kernel_written_files_match_kernel_reads() {
     let img = mkfs(dir.path(), "k.img", &["-b", "size=1024"], 50, "300m");
     let mnt = dir.path().join("mnt");
     {
-        let Some(_m) = try_mount(&img, &mnt, "rw") else { return };
+        let Some(_m) = try_mount(&img, &mnt, "rw") else {
+            return;
+        };
         // Sparse: data at 0 and at 10 MiB, a hole between and after (size 20 MiB).
-        let f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(mnt.join("sparse")).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(mnt.join("sparse"))
+            .unwrap();
         f.write_all_at(b"head", 0).unwrap();
         f.write_all_at(&pattern(3, 5000), 10 << 20).unwrap();
         f.set_len(20 << 20).unwrap();
         // Fragmented: one block every other block, far more extents than fit in the inode.
-        let f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(mnt.join("frag")).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(mnt.join("frag"))
+            .unwrap();
         for i in 0..400u64 {
             f.write_all_at(&pattern(i + 1, 4096), i * 8192).unwrap();
             if i % 50 == 0 {
@@ -406,10 +547,18 @@ fn kernel_written_files_match_kernel_reads() {
         }
         f.sync_all().unwrap();
         // Unwritten: preallocated blocks read as zeroes.
-        let f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(mnt.join("prealloc")).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(mnt.join("prealloc"))
+            .unwrap();
         f.write_all_at(b"tail", 1 << 20).unwrap();
         f.sync_all().unwrap();
-        let st = Command::new("fallocate").args(["-o", "0", "-l", "65536"]).arg(mnt.join("prealloc")).status();
+        let st = Command::new("fallocate")
+            .args(["-o", "0", "-l", "65536"])
+            .arg(mnt.join("prealloc"))
+            .status();
         assert!(st.is_ok_and(|s| s.success()));
         std::os::unix::fs::symlink(long_target(), mnt.join("longlink")).unwrap();
         std::fs::create_dir(mnt.join("made")).unwrap();
@@ -435,13 +584,24 @@ fn kernel_written_files_match_kernel_reads() {
     assert!(pre[..1 << 20].iter().all(|&b| b == 0));
     assert_eq!(&pre[1 << 20..], b"tail");
     let map = super::bmap::ExtentMap::read(&fs.vol, &fs.walk(&p("/prealloc")).unwrap()).unwrap();
-    assert!(map.mappings.iter().any(|m| m.unwritten), "fallocate made an unwritten extent");
-    assert_eq!(fs.read_link(&p("/longlink")).unwrap(), long_target().as_bytes());
+    assert!(
+        map.mappings.iter().any(|m| m.unwritten),
+        "fallocate made an unwritten extent"
+    );
+    assert_eq!(
+        fs.read_link(&p("/longlink")).unwrap(),
+        long_target().as_bytes()
+    );
     let ll = fs.walk(&p("/longlink")).unwrap();
-    assert_eq!((ll.format, ll.size), (ForkFormat::Extents, LONG_TARGET_LEN as u64));
+    assert_eq!(
+        (ll.format, ll.size),
+        (ForkFormat::Extents, LONG_TARGET_LEN as u64)
+    );
     let made = fs.read_dir(&p("/made")).unwrap();
     assert_eq!(made.len(), 66);
-    let Some(_m) = try_mount(&img, &mnt, "ro") else { return };
+    let Some(_m) = try_mount(&img, &mnt, "ro") else {
+        return;
+    };
     compare_with_kernel(&fs, &mnt);
 }
 
@@ -454,7 +614,9 @@ fn v5_image_matches_kernel_mount() {
     let img = mkfs(dir.path(), "m.img", &[], 5000, "300m");
     let fs = open_file(&img);
     let mnt = dir.path().join("mnt");
-    let Some(_m) = try_mount(&img, &mnt, "ro") else { return };
+    let Some(_m) = try_mount(&img, &mnt, "ro") else {
+        return;
+    };
     compare_with_kernel(&fs, &mnt);
 }
 
@@ -467,40 +629,75 @@ fn broken_superblock_fields_on_a_real_image() {
     let img = mkfs(dir.path(), "s.img", &[], 10, "24m");
     let bytes = Arc::new(std::fs::read(&img).unwrap());
     let open = |patches: Vec<(u64, u8)>, size: u64, crc: bool| {
-        let dev = Overlay { base: Arc::clone(&bytes), patches, size };
+        let dev = Overlay {
+            base: Arc::clone(&bytes),
+            patches,
+            size,
+        };
         XfsFs::open_with(Arc::new(dev), XfsOptions::default().verify_crc(crc))
     };
     let full = bytes.len() as u64;
     assert!(open(vec![], full, true).is_ok());
     let corrupt_at = |r: Result<XfsFs, Error>| match r {
-        Err(Error::Corrupt { structure, offset, .. }) => (structure, offset),
+        Err(Error::Corrupt {
+            structure, offset, ..
+        }) => (structure, offset),
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("opened"),
     };
     // Without CRC checks, each broken field is found by its own validation.
-    assert_eq!(corrupt_at(open(vec![(0, b'Y')], full, false)), ("xfs superblock".into(), 0));
-    assert_eq!(corrupt_at(open(vec![(6, 0x30)], full, false)), ("xfs superblock".into(), 4));
-    assert_eq!(corrupt_at(open(vec![(124, 3)], full, false)), ("xfs superblock".into(), 124));
-    assert_eq!(corrupt_at(open(vec![(91, 0)], full, false)), ("xfs superblock".into(), 88));
+    assert_eq!(
+        corrupt_at(open(vec![(0, b'Y')], full, false)),
+        ("xfs superblock".into(), 0)
+    );
+    assert_eq!(
+        corrupt_at(open(vec![(6, 0x30)], full, false)),
+        ("xfs superblock".into(), 4)
+    );
+    assert_eq!(
+        corrupt_at(open(vec![(124, 3)], full, false)),
+        ("xfs superblock".into(), 124)
+    );
+    assert_eq!(
+        corrupt_at(open(vec![(91, 0)], full, false)),
+        ("xfs superblock".into(), 88)
+    );
     // With them, any change is a checksum mismatch first.
-    assert_eq!(corrupt_at(open(vec![(124, 3)], full, true)), ("xfs superblock".into(), 224));
+    assert_eq!(
+        corrupt_at(open(vec![(124, 3)], full, true)),
+        ("xfs superblock".into(), 224)
+    );
     // A root inode number that points at a non-inode block.
     let sb = open(vec![], full, true).unwrap().superblock().clone();
     let root_at = sb.inode_location(sb.rootino).unwrap();
     let root = format!("xfs inode {}", sb.rootino);
-    assert_eq!(corrupt_at(open(vec![(root_at, 0)], full, false)), (root.clone(), root_at));
+    assert_eq!(
+        corrupt_at(open(vec![(root_at, 0)], full, false)),
+        (root.clone(), root_at)
+    );
     let flip = !bytes[usize::try_from(root_at).unwrap() + 200];
-    assert_eq!(corrupt_at(open(vec![(root_at + 200, flip)], full, true)), (root, root_at + 100));
+    assert_eq!(
+        corrupt_at(open(vec![(root_at + 200, flip)], full, true)),
+        (root, root_at + 100)
+    );
     // A device shorter than the superblock.
-    assert_eq!(corrupt_at(open(vec![], 100, true)), ("xfs superblock".into(), 0));
+    assert_eq!(
+        corrupt_at(open(vec![], 100, true)),
+        ("xfs superblock".into(), 0)
+    );
     // A truncated device fails on the first read past the end, as a disk error.
-    assert!(matches!(open(vec![], root_at, true), Err(Error::Disk(disk::Error::OutOfBounds { .. }))));
+    assert!(matches!(
+        open(vec![], root_at, true),
+        Err(Error::Disk(disk::Error::OutOfBounds { .. }))
+    ));
 }
 
 /// Offsets of blocks that hold metadata (by magic), so mutations hit parsers, not file data.
 fn metadata_blocks(img: &[u8], bs: usize) -> Vec<usize> {
-    const MAGICS: [&[u8; 4]; 12] =
-        [b"XFSB", b"XAGF", b"XAGI", b"XAFL", b"IAB3", b"FIB3", b"AB3B", b"AB3C", b"BMA3", b"XDB3", b"XDD3", b"XSLM"];
+    const MAGICS: [&[u8; 4]; 12] = [
+        b"XFSB", b"XAGF", b"XAGI", b"XAFL", b"IAB3", b"FIB3", b"AB3B", b"AB3C", b"BMA3", b"XDB3",
+        b"XDD3", b"XSLM",
+    ];
     (0..img.len() / bs)
         .map(|i| i * bs)
         .filter(|&o| {
@@ -518,14 +715,25 @@ fn fuzz_mutations_never_panic() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let img = mkfs(dir.path(), "f.img", &[], 200, "24m");
+    // 120 long names need two directory blocks: the leaf form.
+    let img = mkfs(dir.path(), "f.img", &[], 120, "24m");
     let bytes = Arc::new(std::fs::read(&img).unwrap());
     // The seed is valid.
-    let fs = XfsFs::open(Arc::new(Overlay { base: Arc::clone(&bytes), patches: vec![], size: bytes.len() as u64 })).unwrap();
-    assert_eq!(fs.read_dir(&p("/huge")).unwrap().len(), 200);
+    let fs = XfsFs::open(Arc::new(Overlay {
+        base: Arc::clone(&bytes),
+        patches: vec![],
+        size: bytes.len() as u64,
+    }))
+    .unwrap();
+    assert_eq!(fs.read_dir(&p("/huge")).unwrap().len(), 120);
+    assert!(fs.walk(&p("/huge")).unwrap().size > 4096);
     let meta = metadata_blocks(&bytes, 4096);
     assert!(meta.len() > 20, "{} metadata blocks", meta.len());
-    fuzzing::fuzz_dev(Arc::new(Overlay { base: Arc::clone(&bytes), patches: vec![], size: bytes.len() as u64 }));
+    fuzzing::fuzz_dev(Arc::new(Overlay {
+        base: Arc::clone(&bytes),
+        patches: vec![],
+        size: bytes.len() as u64,
+    }));
 
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut next = || {
@@ -539,11 +747,23 @@ fn fuzz_mutations_never_panic() {
         for _ in 0..1 + next() % 4 {
             let block = meta[usize::try_from(next() % meta.len() as u64).unwrap()] as u64;
             // Half the flips land in the first 256 bytes, where headers and inode cores live.
-            let within = if next() % 2 == 0 { next() % 256 } else { next() % 4096 };
+            let within = if next() % 2 == 0 {
+                next() % 256
+            } else {
+                next() % 4096
+            };
             patches.push((block + within, u8::try_from(next() & 0xff).unwrap()));
         }
-        let size = if round % 50 == 49 { next() % bytes.len() as u64 } else { bytes.len() as u64 };
-        fuzzing::fuzz_dev(Arc::new(Overlay { base: Arc::clone(&bytes), patches, size }));
+        let size = if round % 50 == 49 {
+            next() % bytes.len() as u64
+        } else {
+            bytes.len() as u64
+        };
+        fuzzing::fuzz_dev(Arc::new(Overlay {
+            base: Arc::clone(&bytes),
+            patches,
+            size,
+        }));
     }
 }
 
