@@ -4,6 +4,7 @@
 //! and chooses the exit code. Exit codes are a contract: 0 done with no problems, 1 problems found
 //! (for `inspect`: no operating system found), 2 usage or operational error. A broken pipe exits 0.
 
+mod gateway;
 mod inspect_cmd;
 
 use std::io::Write;
@@ -35,6 +36,8 @@ enum Command {
     /// Report what is on a disk: partitions, filesystems, OS, firmware, bootloaders, drivers.
     #[command(long_about = inspect_cmd::LONG_ABOUT)]
     Inspect(inspect_cmd::InspectArgs),
+    /// Serve volumes and snapshots over NBD, and manage the volume store.
+    Gateway(gateway::GatewayArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -56,6 +59,7 @@ fn run() -> anyhow::Result<ExitCode> {
     init_logging(cli.verbose);
     match cli.command {
         Command::Inspect(args) => inspect_cmd::run(&args),
+        Command::Gateway(args) => gateway::run(args),
     }
 }
 
