@@ -32,8 +32,9 @@
 //!   `nlink` is the record's hard-link count (which counts a DOS alias as a link).
 //! - NTFS-compressed `$DATA` (LZNT1) is decompressed (module `compress`); a compressed stream spread
 //!   over an attribute list, EFS-encrypted data, and files whose reparse tag keeps the data
-//!   elsewhere (deduplication, WOF/CompactOS compression, cloud placeholders) are refused as
-//!   [`Error::Unsupported`] naming the file: their unnamed stream would read as zeroes. Bytes
+//!   elsewhere (deduplication, WOF/CompactOS compression, cloud placeholders) while their unnamed
+//!   stream has no allocated cluster are refused as [`Error::Unsupported`] naming the file: that
+//!   stream would read as zeroes. Hydrated cloud files read normally. Bytes
 //!   between a stream's valid-data length and its size are returned as stored (the crate does not
 //!   expose the valid-data length); Windows itself zeroes them.
 //!
@@ -917,12 +918,46 @@ fn refuse_data_elsewhere(cx: &mut NtfsCx<'_>, file: &NtfsFile<'_>, path: &GuestP
         return Ok(());
     }
     match read_reparse(cx, file)? {
-        Some(Reparse::Other { tag }) if reparse::data_elsewhere(tag) => Err(Error::unsupported(
-            "ntfs reparse point",
-            format!("{path}: data is held outside the file by reparse tag {tag:#010x}"),
-        )),
+        Some(Reparse::Other { tag })
+            if reparse::data_elsewhere(tag) && !stream_has_clusters(cx, file)? =>
+        {
+            Err(Error::unsupported(
+                "ntfs reparse point",
+                format!("{path}: data is held outside the file by reparse tag {tag:#010x}"),
+            ))
+        }
         _ => Ok(()),
     }
+}
+
+/// True if the unnamed `$DATA` stream is empty, resident, or has at least one allocated run: a
+/// hydrated cloud file keeps its data locally; a placeholder, a WOF-compressed or a deduplicated
+/// file has an entirely sparse stream.
+fn stream_has_clusters(cx: &mut NtfsCx<'_>, file: &NtfsFile<'_>) -> Result<bool> {
+    let at = file_offset(file);
+    let Some(item) = find_attribute(cx, file, NtfsAttributeType::Data, "")? else {
+        return Ok(true);
+    };
+    let attr = item
+        .to_attribute()
+        .map_err(|e| cx.err("ntfs $DATA", at, e))?;
+    if attr.is_resident() || attr.value_length() == 0 {
+        return Ok(true);
+    }
+    let value = attr
+        .value(&mut cx.cur)
+        .map_err(|e| cx.err("ntfs $DATA", at, e))?;
+    let NtfsAttributeValue::NonResident(nr) = &value else {
+        // Spread over an attribute list: too large to be a placeholder; assume data is local.
+        return Ok(true);
+    };
+    for run in nr.data_runs().take(MAX_COMPRESSED_RUNS) {
+        let run = run.map_err(|e| cx.err("ntfs $DATA", at, e))?;
+        if run.data_position().value().is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Reads from the unnamed `$DATA` stream of `file`.
@@ -987,8 +1022,9 @@ fn read_data(
     Ok(n)
 }
 
-/// Most data runs we accept in one compressed stream (a run needs at least two bytes of a record
-/// of at most 4 KiB, so a single attribute cannot exceed 2,048).
+/// Most data runs we accept in one compressed stream, and look at when checking a stream for
+/// allocated clusters (a run needs at least two bytes of a record of at most 4 KiB, so a single
+/// attribute cannot exceed 2,048).
 const MAX_COMPRESSED_RUNS: usize = 2048;
 
 /// Reads `buf.len()` bytes at `offset` of a compressed non-resident stream (see module `compress`).

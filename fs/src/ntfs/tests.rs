@@ -383,8 +383,9 @@ fn build_image(size: u64, many: usize, full: bool) -> Option<Vec<u8>> {
         )
     ));
     if full {
-        // A deduplicated file (tag IO_REPARSE_TAG_DEDUP): not a link.
-        std::fs::write(p("dedup"), b"").unwrap();
+        // A deduplicated file (tag IO_REPARSE_TAG_DEDUP): not a link; its unnamed stream is
+        // sparse, as Windows leaves it once the data moved to the chunk store.
+        std::fs::File::create(p("dedup")).unwrap().set_len(1 << 20).unwrap();
         let mut dedup = 0x8000_0013u32.to_le_bytes().to_vec();
         dedup.extend_from_slice(&[4, 0, 0, 0, 1, 2, 3, 4]);
         assert!(set_xattr(&p("dedup"), "system.ntfs_reparse_data", &dedup));
@@ -1130,4 +1131,55 @@ fn zz_timing_probe() {
         let _ = fs.lstat(&gp("/hello.txt"));
     }
     eprintln!("lstat root file: {:?}", t.elapsed() / 100);
+}
+
+/// Development aid: walks the NTFS image named by `REHOST_NTFS_IMAGE` and prints every entry
+/// (`cargo test -p rehost-fs walk_external -- --ignored --nocapture`).
+#[test]
+#[ignore = "needs REHOST_NTFS_IMAGE"]
+fn walk_external_image() {
+    let Some(path) = std::env::var_os("REHOST_NTFS_IMAGE") else {
+        println!("skipping: REHOST_NTFS_IMAGE not set");
+        return;
+    };
+    let dev = disk::raw::RawFile::open(&path, disk::open::Access::ReadOnly).unwrap();
+    let fs = NtfsFs::open(Arc::new(dev)).unwrap();
+    println!("{:?} {:?}", fs.info(), fs.volume_flags());
+    let mut stack = vec![GuestPath::root()];
+    while let Some(dir) = stack.pop() {
+        let entries = match fs.read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) => {
+                println!("{dir}: read_dir: {e}");
+                continue;
+            }
+        };
+        for e in entries {
+            let p = dir.join_name(&e.name).unwrap();
+            let md = fs.lstat(&p);
+            let extra = match (&md, e.file_type) {
+                (_, FileType::Symlink) => format!(
+                    "-> {:?}",
+                    fs.read_link(&p)
+                        .map(|t| String::from_utf8_lossy(&t).into_owned())
+                ),
+                (Ok(m), FileType::Regular | FileType::Other) => {
+                    let mut buf = vec![0u8; usize::try_from(m.size.min(1 << 20)).unwrap()];
+                    format!(
+                        "read {:?}",
+                        fs.read_at(&p, 0, &mut buf).map_err(|e| e.to_string())
+                    )
+                }
+                _ => String::new(),
+            };
+            println!(
+                "{p} {:?} {:?} {extra}",
+                e.file_type,
+                md.map(|m| (m.size, m.ino))
+            );
+            if e.file_type == FileType::Directory && !p.to_string().starts_with("/$") {
+                stack.push(p);
+            }
+        }
+    }
 }
