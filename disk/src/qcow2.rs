@@ -139,6 +139,11 @@ impl std::fmt::Debug for Qcow2Image {
 
 /// Converts an `imago` error into ours: invalid data is corruption, unsupported is unsupported.
 fn map_imago(offset: u64, err: std::io::Error) -> Error {
+    // imago refuses every incompatible feature bit it does not implement, including the dirty
+    // and corrupt bits; that is a limit of the library, not damage (house style S13).
+    if err.to_string().contains("incompatible feature") {
+        return Error::unsupported("qcow2 feature", err.to_string());
+    }
     match err.kind() {
         std::io::ErrorKind::InvalidData => Error::corrupt("qcow2 image", offset, err.to_string()),
         std::io::ErrorKind::Unsupported => Error::unsupported("qcow2 feature", err.to_string()),
@@ -597,6 +602,24 @@ pub(crate) mod tests {
         let err =
             Qcow2Image::open(&a, Access::ReadOnly, BackingPolicy::allow(u32::MAX)).unwrap_err();
         assert!(err.to_string().contains("allowed depth 10"), "{err}");
+    }
+
+    #[test]
+    fn incompatible_feature_bits_are_unsupported() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(p) = make_qcow2(dir.path(), "dirty.qcow2") else {
+            return;
+        };
+        let mut bytes = std::fs::read(&p).unwrap();
+        // incompatible_features is the big-endian u64 at byte 72; bit 0 is "dirty".
+        bytes[79] |= 1;
+        std::fs::write(&p, &bytes).unwrap();
+        let err = Qcow2Image::open(&p, Access::ReadOnly, BackingPolicy::deny()).unwrap_err();
+        let Error::Unsupported(u) = &err else {
+            panic!("expected unsupported, got {err:?}")
+        };
+        assert_eq!(u.what(), "qcow2 feature");
+        assert!(u.detail().contains("0 (dirty bit)"), "{}", u.detail());
     }
 
     #[test]

@@ -15,9 +15,10 @@ mod uri;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use proto::*;
 pub use uri::{DEFAULT_PORT, MAX_STRING_LEN, NbdTransport, NbdUri, is_nbd_uri};
@@ -818,22 +819,89 @@ impl Conn {
     }
 }
 
+/// Default limit on one socket read or write: a stalled server fails the request instead of
+/// hanging the caller forever.
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How to connect (house style S14: options, not positional flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectOptions {
+    io_timeout: Option<Duration>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            io_timeout: Some(DEFAULT_IO_TIMEOUT),
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// Defaults: [`DEFAULT_IO_TIMEOUT`] on every socket operation.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets the limit on one socket read, write or TCP connect; `None` waits forever.
+    #[must_use]
+    pub fn io_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.io_timeout = timeout.filter(|d| !d.is_zero());
+        self
+    }
+}
+
+fn tcp_connect(host: &str, port: u16, timeout: Option<Duration>) -> std::io::Result<TcpStream> {
+    let Some(limit) = timeout else {
+        return TcpStream::connect((host, port));
+    };
+    let mut last = None;
+    for addr in (host, port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, limit) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{host} has no address"),
+        )
+    }))
+}
+
 impl NbdClient {
-    /// Connects to the export `uri` names and negotiates.
+    /// Connects to the export `uri` names and negotiates, with [`ConnectOptions::default`].
     ///
     /// # Errors
     /// [`Error::Io`] if the server cannot be reached or refuses; [`Error::Usage`] if the export
     /// does not exist; [`Error::Unsupported`] for oldstyle or TLS-only servers; [`Error::Corrupt`]
     /// (structure `"nbd handshake"`) if the server breaks the protocol.
     pub fn connect(uri: &NbdUri) -> Result<Self> {
+        Self::connect_with(uri, &ConnectOptions::default())
+    }
+
+    /// Connects with explicit options.
+    ///
+    /// # Errors
+    /// As [`NbdClient::connect`].
+    pub fn connect_with(uri: &NbdUri, opts: &ConnectOptions) -> Result<Self> {
+        let t = opts.io_timeout;
         let stream: Box<dyn Transport> = match uri.transport() {
             NbdTransport::Tcp { host, port } => {
-                let s = TcpStream::connect((host.as_str(), *port)).map_err(hs_io)?;
+                let s = tcp_connect(host, *port, t).map_err(hs_io)?;
                 // Requests are written whole; don't let Nagle hold the last segment back.
                 s.set_nodelay(true).map_err(hs_io)?;
+                s.set_read_timeout(t).map_err(hs_io)?;
+                s.set_write_timeout(t).map_err(hs_io)?;
                 Box::new(s)
             }
-            NbdTransport::Unix { socket } => Box::new(UnixStream::connect(socket).map_err(hs_io)?),
+            NbdTransport::Unix { socket } => {
+                let s = UnixStream::connect(socket).map_err(hs_io)?;
+                s.set_read_timeout(t).map_err(hs_io)?;
+                s.set_write_timeout(t).map_err(hs_io)?;
+                Box::new(s)
+            }
         };
         Self::from_transport(stream, uri.export())
     }

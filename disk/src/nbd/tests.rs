@@ -898,3 +898,98 @@ fn fuzz_nbd_reply_over_mutations() {
         crate::fuzzing::nbd_reply(&s);
     }
 }
+
+#[test]
+fn stalled_server_times_out_and_tcp_uri_connects() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("stall.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let server = std::thread::spawn(move || {
+        // Accept, send the first magic only, then wait for the client to give up.
+        let (mut s, _) = listener.accept().unwrap();
+        s.write_all(&NBDMAGIC.to_be_bytes()).unwrap();
+        let mut b = [0u8; 1];
+        let _ = s.read(&mut b);
+    });
+    let opts = ConnectOptions::new().io_timeout(Some(std::time::Duration::from_millis(200)));
+    let e = NbdClient::connect_with(&NbdUri::unix(&sock, ""), &opts).unwrap_err();
+    let Error::Io { source, .. } = &e else {
+        panic!("expected io error, got {e:?}")
+    };
+    assert!(
+        matches!(
+            source.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{source:?}"
+    );
+    server.join().unwrap();
+    assert_eq!(
+        ConnectOptions::new().io_timeout(Some(std::time::Duration::ZERO)),
+        ConnectOptions::new().io_timeout(None)
+    );
+
+    // TCP: a refused port is an i/o error at offset 0.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    let e = NbdClient::connect(&NbdUri::parse(&format!("nbd://127.0.0.1:{port}/x")).unwrap())
+        .unwrap_err();
+    assert!(matches!(e, Error::Io { offset: 0, .. }), "{e:?}");
+}
+
+#[test]
+fn qemu_nbd_over_tcp() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("tcp.raw");
+    std::fs::write(&img, vec![0x5au8; 1 << 20]).unwrap();
+    // Find a free port, then let qemu-nbd listen on it.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    let child = Command::new("qemu-nbd")
+        .args([
+            "-f",
+            "raw",
+            "--persistent",
+            "-x",
+            "exp",
+            "-b",
+            "127.0.0.1",
+            "-p",
+        ])
+        .arg(port.to_string())
+        .arg(&img)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let child = match child {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("skipping: qemu-nbd not found");
+            return;
+        }
+        Err(e) => panic!("qemu-nbd: {e}"),
+    };
+    let guard = QemuNbd {
+        child,
+        socket: PathBuf::new(),
+    };
+    let uri = NbdUri::parse(&format!("nbd://127.0.0.1:{port}/exp")).unwrap();
+    let mut client = None;
+    for _ in 0..500 {
+        match NbdClient::connect(&uri) {
+            Ok(c) => {
+                client = Some(c);
+                break;
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+    let c = client.expect("qemu-nbd never accepted a tcp connection");
+    let mut b = [0u8; 4];
+    c.read_exact_at((1 << 20) - 4, &mut b).unwrap();
+    assert_eq!(b, [0x5a; 4]);
+    drop(c);
+    drop(guard);
+}
