@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use nbd_gateway::{ListenAddr, Service, ServiceOptions, Store, TlsMode};
+use nbd_gateway::{
+    ConfigFile, ListenAddr, Service, ServiceOptions, Store, TlsMode, parse_tls_mode,
+};
 
 /// Serve volumes over NBD and manage the volume store.
 #[derive(Debug, clap::Args)]
@@ -42,17 +44,22 @@ enum TlsArg {
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    #[command(flatten)]
-    store: StoreArg,
-    /// Where to listen: HOST:PORT or unix:PATH (repeatable).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10809")]
+    /// A TOML configuration file (keys: store, listen, read_only, tls, tls_cert, tls_key,
+    /// metrics); flags given on the command line override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The store directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// Where to listen: HOST:PORT or unix:PATH (repeatable; default 127.0.0.1:10809).
+    #[arg(long, value_name = "ADDR")]
     listen: Vec<String>,
     /// Serve every export read-only.
     #[arg(long)]
     read_only: bool,
-    /// TLS policy; allow and require need --tls-cert and --tls-key.
-    #[arg(long, value_enum, default_value = "off")]
-    tls: TlsArg,
+    /// TLS policy (default off); allow and require need --tls-cert and --tls-key.
+    #[arg(long, value_enum)]
+    tls: Option<TlsArg>,
     /// PEM certificate chain for TLS.
     #[arg(long, value_name = "FILE")]
     tls_cert: Option<PathBuf>,
@@ -143,25 +150,50 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
-    let listen = a
-        .listen
+/// The listening address when neither the command line nor the config file names one.
+const DEFAULT_LISTEN: &str = "127.0.0.1:10809";
+
+/// Merges the config file (if any) and the flags into validated service options.
+fn serve_options(a: ServeArgs) -> anyhow::Result<ServiceOptions> {
+    let file = match &a.config {
+        Some(path) => ConfigFile::load(path)?,
+        None => ConfigFile::default(),
+    };
+    let store = a
+        .store
+        .or(file.store)
+        .context("no store: pass --store DIR or set store in the config file")?;
+    let listen = if !a.listen.is_empty() {
+        a.listen
+    } else if !file.listen.is_empty() {
+        file.listen
+    } else {
+        vec![DEFAULT_LISTEN.to_owned()]
+    };
+    let listen = listen
         .iter()
         .map(|l| l.parse::<ListenAddr>())
         .collect::<Result<Vec<_>, _>>()?;
-    let opts = ServiceOptions {
-        store: a.store.store,
-        listen,
-        read_only: a.read_only,
-        tls_mode: match a.tls {
-            TlsArg::Off => TlsMode::Off,
-            TlsArg::Allow => TlsMode::Allow,
-            TlsArg::Require => TlsMode::Require,
-        },
-        tls_cert: a.tls_cert,
-        tls_key: a.tls_key,
-        metrics: a.metrics,
+    let tls_mode = match (a.tls, file.tls) {
+        (Some(TlsArg::Off), _) => TlsMode::Off,
+        (Some(TlsArg::Allow), _) => TlsMode::Allow,
+        (Some(TlsArg::Require), _) => TlsMode::Require,
+        (None, Some(t)) => parse_tls_mode(&t)?,
+        (None, None) => TlsMode::Off,
     };
+    Ok(ServiceOptions {
+        store,
+        listen,
+        read_only: a.read_only || file.read_only.unwrap_or(false),
+        tls_mode,
+        tls_cert: a.tls_cert.or(file.tls_cert),
+        tls_key: a.tls_key.or(file.tls_key),
+        metrics: a.metrics.or(file.metrics),
+    })
+}
+
+fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    let opts = serve_options(a)?;
     Service::run_blocking(&opts, |service| {
         for addr in service.addrs() {
             eprintln!("rehost: serving NBD on {addr}");
@@ -229,7 +261,69 @@ fn volume(v: VolumeCommand) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    }
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let mut full = vec!["gateway", "serve"];
+        full.extend_from_slice(args);
+        match Cli::parse_from(full).gateway.command {
+            GatewayCommand::Serve(a) => a,
+            GatewayCommand::Volume(_) => unreachable!("parsed a serve command"),
+        }
+    }
+
+    #[test]
+    fn serve_flags_override_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("gw.toml");
+        std::fs::write(
+            &cfg,
+            "store = \"/srv/a\"\nlisten = [\"unix:/run/a.sock\"]\ntls = \"allow\"\nread_only = true\n",
+        )
+        .unwrap();
+        let cfg = cfg.to_str().unwrap();
+        let o = serve_options(serve_args(&["--config", cfg])).unwrap();
+        assert_eq!(o.store, PathBuf::from("/srv/a"));
+        assert_eq!(o.listen, vec![ListenAddr::Unix("/run/a.sock".into())]);
+        assert_eq!(o.tls_mode, TlsMode::Allow);
+        assert!(o.read_only);
+        let o = serve_options(serve_args(&[
+            "--config",
+            cfg,
+            "--store",
+            "/srv/b",
+            "--listen",
+            "127.0.0.1:1",
+            "--tls",
+            "off",
+        ]))
+        .unwrap();
+        assert_eq!(o.store, PathBuf::from("/srv/b"));
+        assert_eq!(
+            o.listen,
+            vec![ListenAddr::Tcp("127.0.0.1:1".parse().unwrap())]
+        );
+        assert_eq!(o.tls_mode, TlsMode::Off);
+        let o = serve_options(serve_args(&["--store", "/s"])).unwrap();
+        assert_eq!(
+            o.listen,
+            vec![ListenAddr::Tcp(DEFAULT_LISTEN.parse().unwrap())]
+        );
+        assert_eq!(o.tls_mode, TlsMode::Off);
+        let e = serve_options(serve_args(&[])).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "no store: pass --store DIR or set store in the config file"
+        );
+    }
 
     #[test]
     fn sizes_parse_with_binary_suffixes() {
