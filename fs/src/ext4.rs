@@ -632,9 +632,13 @@ impl Ext4Fs {
         buf_len: usize,
         f: impl FnOnce(&mut Worker) -> Result<R> + Send + 'static,
     ) -> Result<R> {
-        self.budget.reset(call_budget(self.dev.size(), buf_len));
+        let bytes = call_budget(self.dev.size(), buf_len);
+        let budget = self.budget.clone();
         let (tx, rx) = mpsc::sync_channel(1);
+        // The budget is reset on the worker, where calls run one at a time, so concurrent
+        // callers never spend each other's budget.
         let job: Job = Box::new(move |w| {
+            budget.reset(bytes);
             let _ = tx.send(f(w));
         });
         self.jobs.send(job).map_err(|_| panicked())?;
@@ -1195,6 +1199,40 @@ mod tests {
             "read {} bytes",
             counting.bytes() - before
         );
+    }
+
+    #[test]
+    fn shared_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Ext4Fs>();
+        if !need(&["mke2fs"]) {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let files: Vec<Vec<u8>> = (0..4u64).map(|i| Rng(i + 100).bytes(50_000)).collect();
+        for (i, data) in files.iter().enumerate() {
+            std::fs::write(root.join(format!("f{i}")), data).unwrap();
+        }
+        let img = tmp.path().join("img");
+        assert!(run(Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4", "-d"])
+            .arg(&root)
+            .arg(&img)
+            .arg("8M")));
+        let fs = Arc::new(Ext4Fs::open(mem_file(&img)).unwrap());
+        std::thread::scope(|s| {
+            for (i, want) in files.iter().enumerate() {
+                let fs = fs.clone();
+                s.spawn(move || {
+                    for _ in 0..20 {
+                        let got = fs.read_file(format!("/f{i}").as_bytes(), 1 << 20).unwrap();
+                        assert_eq!(&got, want);
+                    }
+                });
+            }
+        });
     }
 
     #[test]

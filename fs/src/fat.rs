@@ -504,7 +504,6 @@ pub struct FatFs {
     dev: Arc<dyn BlockRead>,
     boot: BootSector,
     info: FsInfo,
-    budget: Arc<Budget>,
     writes: Arc<AtomicU64>,
 }
 
@@ -664,7 +663,6 @@ impl FatFs {
             dev,
             boot,
             info,
-            budget: Arc::new(Budget::default()),
             writes: Arc::new(AtomicU64::new(0)),
         };
         // Mount once now so a boot sector fatfs rejects fails here, not on first use.
@@ -692,11 +690,13 @@ impl FatFs {
         buf_len: usize,
         f: impl FnOnce(&Fs) -> Result<R>,
     ) -> Result<R> {
-        self.budget.reset(call_budget(self.dev.size(), buf_len));
+        // A budget of its own per call, so concurrent callers never spend each other's.
+        let budget = Arc::new(Budget::default());
+        budget.reset(call_budget(self.dev.size(), buf_len));
         let cursor = DevCursor {
             dev: self.dev.clone(),
             pos: 0,
-            budget: self.budget.clone(),
+            budget,
             writes: self.writes.clone(),
         };
         catch_unwind(AssertUnwindSafe(|| {
@@ -1038,6 +1038,30 @@ mod tests {
         assert_eq!(fs.refused_writes(), 0);
         drop(fs);
         assert_eq!(dev.to_vec(), original);
+    }
+
+    #[test]
+    fn shared_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<FatFs>();
+        let tmp = tempfile::tempdir().unwrap();
+        let Some(img) = build(tmp.path(), "16") else {
+            return;
+        };
+        let fs = Arc::new(
+            FatFs::open(Arc::new(MemDisk::from_vec(std::fs::read(img).unwrap()))).unwrap(),
+        );
+        let want = fs.read_file(b"/BIG.BIN", 1 << 20).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                let (fs, want) = (fs.clone(), &want);
+                s.spawn(move || {
+                    for _ in 0..10 {
+                        assert_eq!(&fs.read_file(b"/big.bin", 1 << 20).unwrap(), want);
+                    }
+                });
+            }
+        });
     }
 
     #[test]
