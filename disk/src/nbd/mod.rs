@@ -35,6 +35,10 @@ const MAX_OPTION_REPLY_LEN: u32 = 8192;
 const MAX_ERROR_CHUNK_LEN: u32 = 4 + 2 + 4096 + 8;
 /// Most chunks accepted in one structured reply beyond one per requested byte.
 const CHUNK_SLACK: u64 = 64;
+/// Most content and error chunks accepted in one read reply. Each is remembered until the reply
+/// ends (to refuse overlaps), so this bounds memory; 2^17 chunks is 512-byte granularity over a
+/// 64 MiB request, finer than any real server fragments a 32 MiB read.
+const MAX_READ_CHUNKS: u64 = 1 << 17;
 /// Most `NBD_CMD_BLOCK_STATUS` round trips in one [`BlockRead::extents`] call; the rest is data.
 const MAX_STATUS_ROUNDS: usize = 1 << 16;
 /// Length asked for in one block status request (any u32 is allowed; this keeps it aligned).
@@ -642,7 +646,7 @@ impl Conn {
         let mut covered: BTreeMap<u64, u64> = BTreeMap::new();
         let mut total = 0u64;
         let mut err: Option<(u32, String)> = None;
-        let max_chunks = u64::from(len) + CHUNK_SLACK;
+        let max_chunks = (u64::from(len) + CHUNK_SLACK).min(MAX_READ_CHUNKS);
         let mut chunks = 0u64;
         loop {
             chunks += 1;

@@ -993,3 +993,19 @@ fn qemu_nbd_over_tcp() {
     drop(c);
     drop(guard);
 }
+
+#[test]
+fn too_many_read_chunks_is_refused_before_memory_grows() {
+    let len = (MAX_READ_CHUNKS + 8) as u32;
+    let mut v = hello(u64::from(len), 0, None);
+    for i in 0..=MAX_READ_CHUNKS {
+        hole_chunk(&mut v, 0, 1, i, 1);
+    }
+    let c = scripted(v).unwrap();
+    let mut buf = vec![0u8; len as usize];
+    let e = c.read_exact_at(0, &mut buf).unwrap_err();
+    assert_eq!(
+        corrupt_detail(&e),
+        format!("more than {MAX_READ_CHUNKS} chunks in a read reply")
+    );
+}
