@@ -399,7 +399,7 @@ fn walk(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use super::*;
@@ -411,6 +411,45 @@ mod tests {
             | (u128::from(r.startblock) << 21)
             | u128::from(r.blockcount);
         v.to_be_bytes()
+    }
+
+    /// A v5 volume over 64 blocks of 0xAB, with `patch` applied at byte offsets.
+    pub(crate) fn vol_with(patch: &[(usize, &[u8])]) -> Volume {
+        let mut bytes = vec![0xAB; 64 * 4096];
+        for (at, b) in patch {
+            bytes[*at..*at + b.len()].copy_from_slice(b);
+        }
+        Volume {
+            dev: Arc::new(disk::MemDisk::from_vec(bytes)),
+            sb: Superblock::parse(&good_v5(), true).unwrap(),
+            verify_crc: true,
+        }
+    }
+
+    /// An inode of `file_type` and `format` whose data fork is `fork` (336 bytes, zero-padded).
+    pub(crate) fn inode_with(
+        ino: u64,
+        file_type: crate::FileType,
+        format: ForkFormat,
+        size: u64,
+        nextents: u64,
+        fork: &[u8],
+    ) -> Inode {
+        let mut data_fork = fork.to_vec();
+        data_fork.resize(336, 0);
+        Inode {
+            ino,
+            mode: 0,
+            file_type,
+            format,
+            uid: 0,
+            gid: 0,
+            nlink: 1,
+            size,
+            mtime: 0,
+            nextents,
+            data_fork,
+        }
     }
 
     fn vol() -> Volume {
@@ -530,5 +569,139 @@ mod tests {
                 e => panic!("{e}"),
             }
         }
+    }
+
+    fn btree_err(v: &Volume, fork: &[u8]) -> (String, String) {
+        let i = inode_with(131, crate::FileType::Regular, ForkFormat::Btree, 0, 1, fork);
+        match ExtentMap::read(v, &i).unwrap_err() {
+            Error::Corrupt {
+                structure, detail, ..
+            } => (structure, detail),
+            e => panic!("{e}"),
+        }
+    }
+
+    /// A root with one pointer: level 1, numrecs 1, key 0, pointer at 4 + 20 * 8 (maxrecs 20).
+    fn root_to(ptr: u64) -> Vec<u8> {
+        let mut f = vec![0u8; 336];
+        f[0..2].copy_from_slice(&1u16.to_be_bytes());
+        f[2..4].copy_from_slice(&1u16.to_be_bytes());
+        f[164..172].copy_from_slice(&ptr.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn btree_walk_and_its_errors() {
+        // A v5 leaf at block 5 holding one record, owned by inode 131.
+        let mut leaf = vec![0u8; 4096];
+        leaf[0..4].copy_from_slice(&BMAP_CRC_MAGIC.to_be_bytes());
+        leaf[6..8].copy_from_slice(&1u16.to_be_bytes());
+        leaf[56..64].copy_from_slice(&131u64.to_be_bytes());
+        let rec = BmbtRec {
+            startoff: 0,
+            startblock: 9,
+            blockcount: 3,
+            unwritten: false,
+        };
+        leaf[72..88].copy_from_slice(&encode(rec));
+        let c = crate::xfs::crc::xfs_cksum(&leaf, LBLOCK_CRC_OFFSET).unwrap();
+        leaf[64..68].copy_from_slice(&c.to_le_bytes());
+        let v = vol_with(&[(5 * 4096, &leaf)]);
+        let i = inode_with(
+            131,
+            crate::FileType::Regular,
+            ForkFormat::Btree,
+            0,
+            1,
+            &root_to(5),
+        );
+        let m = ExtentMap::read(&v, &i).unwrap();
+        assert_eq!(
+            m.mappings,
+            vec![Mapping {
+                startoff: 0,
+                blockcount: 3,
+                phys: 9 * 4096,
+                unwritten: false
+            }]
+        );
+
+        let root = "xfs bmbt root of inode 131".to_owned();
+        let block = "xfs bmbt block of inode 131".to_owned();
+        let mut f = root_to(5);
+        f[1] = 0;
+        assert_eq!(
+            btree_err(&v, &f),
+            (root.clone(), "bb_level 0 out of range 1..8".into())
+        );
+        f[1] = 8;
+        assert_eq!(
+            btree_err(&v, &f),
+            (root.clone(), "bb_level 8 out of range 1..8".into())
+        );
+        let mut f = root_to(5);
+        f[3] = 21;
+        assert_eq!(
+            btree_err(&v, &f),
+            (root, "bb_numrecs 21 out of range 1..=20".into())
+        );
+        assert_eq!(
+            btree_err(&v, &root_to(19200)),
+            (
+                "xfs bmbt of inode 131".into(),
+                "child pointer 19200 outside the filesystem".into()
+            )
+        );
+        assert_eq!(
+            btree_err(&v, &root_to(6)),
+            (
+                block.clone(),
+                "bb_magic 0xabababab is not 0x424d4133".into()
+            )
+        );
+        let mut bad = leaf.clone();
+        bad[63] = 1;
+        let v2 = vol_with(&[(5 * 4096, &bad)]);
+        assert_eq!(
+            btree_err(&v2, &root_to(5)),
+            (block.clone(), "bb_owner 1 is not inode 131".into())
+        );
+        bad[63] = 131;
+        bad[4000] = 1;
+        let v2 = vol_with(&[(5 * 4096, &bad)]);
+        assert_eq!(
+            btree_err(&v2, &root_to(5)),
+            (block.clone(), "bb_crc does not match the block".into())
+        );
+        let mut f = root_to(5);
+        f[0..2].copy_from_slice(&2u16.to_be_bytes());
+        assert_eq!(
+            btree_err(&v, &f),
+            (block, "bb_level 0 where 1 was expected".into())
+        );
+        // di_nextents must agree with the records found.
+        let i = inode_with(
+            131,
+            crate::FileType::Regular,
+            ForkFormat::Btree,
+            0,
+            2,
+            &root_to(5),
+        );
+        assert!(
+            matches!(ExtentMap::read(&v, &i), Err(Error::Corrupt { detail, .. }) if detail == "block map holds 1 extents but di_nextents is 2")
+        );
+        let i = inode_with(
+            131,
+            crate::FileType::Regular,
+            ForkFormat::Btree,
+            0,
+            MAX_EXTENTS + 1,
+            &root_to(5),
+        );
+        assert!(matches!(
+            ExtentMap::read(&v, &i),
+            Err(Error::LimitExceeded { .. })
+        ));
     }
 }

@@ -310,3 +310,205 @@ pub(crate) fn for_each_entry(
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FileType;
+    use crate::xfs::bmap::tests::{inode_with, vol_with};
+
+    /// Appends a data entry (v5 with ftype) and returns its size.
+    fn put_entry(b: &mut [u8], at: usize, ino: u64, name: &[u8], ftype: u8) -> usize {
+        b[at..at + 8].copy_from_slice(&ino.to_be_bytes());
+        b[at + 8] = u8::try_from(name.len()).unwrap();
+        b[at + 9..at + 9 + name.len()].copy_from_slice(name);
+        b[at + 9 + name.len()] = ftype;
+        (8 + 1 + name.len() + 1 + 2).div_ceil(8) * 8
+    }
+
+    /// A v5 single-block directory of inode 131: `.`, `..`, a free region, `a`, `bcd`.
+    fn block_dir() -> Vec<u8> {
+        let mut b = vec![0u8; 4096];
+        b[0..4].copy_from_slice(&XDB3.to_be_bytes());
+        b[40..48].copy_from_slice(&131u64.to_be_bytes());
+        let mut at = DATA_HDR_LEN_V5;
+        at += put_entry(&mut b, at, 131, b".", 2);
+        at += put_entry(&mut b, at, 128, b"..", 2);
+        b[at..at + 2].copy_from_slice(&DATA_FREE_TAG.to_be_bytes());
+        b[at + 2..at + 4].copy_from_slice(&16u16.to_be_bytes());
+        at += 16;
+        at += put_entry(&mut b, at, 140, b"a", 1);
+        at += put_entry(&mut b, at, 141, b"bcd", 7);
+        // The rest is one free region up to the leaf entries and tail (4 entries).
+        let end = 4096 - BLOCK_TAIL_LEN - 4 * LEAF_ENTRY_LEN;
+        b[at..at + 2].copy_from_slice(&DATA_FREE_TAG.to_be_bytes());
+        b[at + 2..at + 4].copy_from_slice(&u16::try_from(end - at).unwrap().to_be_bytes());
+        b[4088..4092].copy_from_slice(&4u32.to_be_bytes());
+        seal(&mut b);
+        b
+    }
+
+    fn seal(b: &mut [u8]) {
+        let c = crate::xfs::crc::xfs_cksum(b, DIR3_CRC_OFFSET).unwrap();
+        b[4..8].copy_from_slice(&c.to_le_bytes());
+    }
+
+    fn parse(b: &[u8]) -> Result<Vec<RawDirEntry>> {
+        let v = vol_with(&[]);
+        let mut out = Vec::new();
+        parse_data_block(&v, 131, 0x1000, b, &mut |e| {
+            out.push(e);
+            ControlFlow::Continue(())
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn block_directory_entries() {
+        let got = parse(&block_dir()).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                RawDirEntry {
+                    name: b"a".to_vec(),
+                    ino: 140,
+                    ftype: 1
+                },
+                RawDirEntry {
+                    name: b"bcd".to_vec(),
+                    ino: 141,
+                    ftype: 7
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn block_directory_errors() {
+        type Edit = fn(&mut Vec<u8>);
+        let cases: [(Edit, u64, &str); 6] = [
+            (
+                |b| b[3] = 0,
+                0x1000,
+                "magic 0x58444200 is not a directory data block",
+            ),
+            (|b| b[47] = 1, 0x1000 + 40, "owner 1 is not inode 131"),
+            (
+                |b| b[4088] = 0xff,
+                0x1000 + 4088,
+                "block tail count 4278190084 does not fit the block",
+            ),
+            (
+                |b| b[64 + 16 + 16 + 3] = 12,
+                0x1000 + 96,
+                "free region length 12 invalid",
+            ),
+            (
+                |b| b[64 + 16 + 16 + 16 + 8] = 0,
+                0x1000 + 112,
+                "entry with name length 0 does not fit the block",
+            ),
+            (
+                |b| b[64 + 16 + 16 + 16 + 9] = b'/',
+                0x1000 + 112,
+                "entry has an invalid name",
+            ),
+        ];
+        for (edit, offset, detail) in cases {
+            let mut b = block_dir();
+            edit(&mut b);
+            seal(&mut b);
+            match parse(&b).unwrap_err() {
+                Error::Corrupt {
+                    structure,
+                    offset: o,
+                    detail: d,
+                } => {
+                    assert_eq!(structure, "xfs directory block of inode 131");
+                    assert_eq!((o, d.as_str()), (offset, detail));
+                }
+                e => panic!("{e}"),
+            }
+        }
+        let mut b = block_dir();
+        b[200] ^= 1;
+        assert!(
+            matches!(parse(&b), Err(Error::Corrupt { detail, .. }) if detail == "crc does not match the block")
+        );
+    }
+
+    fn sf(fork: &[u8], ftype: bool) -> Result<Vec<RawDirEntry>> {
+        let len = fork.len() as u64;
+        let i = inode_with(132, FileType::Directory, ForkFormat::Local, len, 0, fork);
+        let mut out = Vec::new();
+        parse_shortform(&i, ftype, &mut |e| {
+            out.push(e);
+            ControlFlow::Continue(())
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn shortform_forms_and_errors() {
+        // 4-byte inode numbers, with ftype: count 2, i8count 0, parent 128.
+        let fork = [
+            2, 0, 0, 0, 0, 128, 1, 0, 0x60, b'x', 1, 0, 0, 0, 140, 2, 0, 0x70, b'y', b'z', 2, 0, 0,
+            1, 0,
+        ];
+        assert_eq!(
+            sf(&fork, true).unwrap(),
+            vec![
+                RawDirEntry {
+                    name: b"x".to_vec(),
+                    ino: 140,
+                    ftype: 1
+                },
+                RawDirEntry {
+                    name: b"yz".to_vec(),
+                    ino: 256,
+                    ftype: 2
+                },
+            ]
+        );
+        // 8-byte inode numbers, no ftype.
+        let mut fork = vec![1, 1, 0, 0, 0, 0, 0, 0, 0, 128, 1, 0, 0x60, b'q'];
+        fork.extend_from_slice(&(1u64 << 40).to_be_bytes());
+        assert_eq!(
+            sf(&fork, false).unwrap(),
+            vec![RawDirEntry {
+                name: b"q".to_vec(),
+                ino: 1 << 40,
+                ftype: 0
+            }]
+        );
+        let err = |fork: &[u8]| match sf(fork, true).unwrap_err() {
+            Error::Corrupt {
+                structure,
+                offset,
+                detail,
+            } => {
+                assert_eq!(structure, "xfs shortform directory 132");
+                (offset, detail)
+            }
+            e => panic!("{e}"),
+        };
+        assert_eq!(err(&[]), (0, "empty header".into()));
+        assert_eq!(err(&[1, 0, 0]), (2, "parent inode truncated".into()));
+        assert_eq!(
+            err(&[1, 0, 0, 0, 0, 128]),
+            (6, "entry 0 past di_size 6".into())
+        );
+        assert_eq!(
+            err(&[1, 0, 0, 0, 0, 128, 5, 0, 0x60, b'x']),
+            (6, "entry 0 name of 5 bytes past di_size 10".into())
+        );
+        assert_eq!(
+            err(&[1, 0, 0, 0, 0, 128, 1, 0, 0x60, 0, 1, 0, 0, 0, 140]),
+            (6, "entry 0 has an invalid name".into())
+        );
+        assert_eq!(
+            err(&[1, 0, 0, 0, 0, 128, 1, 0, 0x60, b'x', 1, 0, 0]),
+            (6, "entry 0 inode number past di_size 13".into())
+        );
+    }
+}

@@ -133,3 +133,92 @@ pub(crate) fn read_target(vol: &Volume, inode: &Inode) -> Result<Vec<u8>> {
         ForkFormat::Dev => Err(Error::corrupt(structure(), 0, "symlink with a device fork")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FileType;
+    use crate::xfs::bmap::tests::{inode_with, vol_with};
+
+    /// An extents-format symlink of `size` bytes whose one extent is block 10 (1 block).
+    fn remote(size: u64) -> Inode {
+        // startoff 0, startblock 10, blockcount 1.
+        let rec = ((10u128) << 21 | 1).to_be_bytes();
+        inode_with(133, FileType::Symlink, ForkFormat::Extents, size, 1, &rec)
+    }
+
+    fn block(target: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; 4096];
+        b[0..4].copy_from_slice(&XFS_SYMLINK_MAGIC.to_be_bytes());
+        b[8..12].copy_from_slice(&u32::try_from(target.len()).unwrap().to_be_bytes());
+        b[32..40].copy_from_slice(&133u64.to_be_bytes());
+        b[56..56 + target.len()].copy_from_slice(target);
+        seal(&mut b);
+        b
+    }
+
+    fn seal(b: &mut [u8]) {
+        let c = crate::xfs::crc::xfs_cksum(b, SL_CRC_OFFSET).unwrap();
+        b[12..16].copy_from_slice(&c.to_le_bytes());
+    }
+
+    fn err(b: &[u8], size: u64) -> (u64, String) {
+        match read_target(&vol_with(&[(10 * 4096, b)]), &remote(size)).unwrap_err() {
+            Error::Corrupt {
+                structure,
+                offset,
+                detail,
+            } => {
+                assert_eq!(structure, "xfs symlink 133");
+                (offset, detail)
+            }
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn local_and_remote_targets() {
+        let v = vol_with(&[(10 * 4096, &block(b"/some/where"))]);
+        let local = inode_with(133, FileType::Symlink, ForkFormat::Local, 3, 0, b"abc");
+        assert_eq!(read_target(&v, &local).unwrap(), b"abc");
+        assert_eq!(read_target(&v, &remote(11)).unwrap(), b"/some/where");
+    }
+
+    #[test]
+    fn remote_errors() {
+        let good = block(b"/some/where");
+        let at = 10 * 4096;
+        assert_eq!(err(&good, 0), (0, "di_size 0 out of range 1..=1024".into()));
+        assert_eq!(
+            err(&good, 1025),
+            (0, "di_size 1025 out of range 1..=1024".into())
+        );
+        assert_eq!(
+            err(&good, 12),
+            (0, "remote blocks hold 11 of 12 bytes".into())
+        );
+        assert_eq!(
+            err(&good, 5),
+            (at + 8, "sl_bytes 11 out of range 1..=5".into())
+        );
+        let mut b = good.clone();
+        b[0] = 0;
+        assert_eq!(err(&b, 11), (at, "sl_magic 0x00534c4d is not XSLM".into()));
+        let mut b = good.clone();
+        b[39] = 1;
+        assert_eq!(err(&b, 11), (at + 32, "sl_owner 1 is not inode 133".into()));
+        let mut b = good.clone();
+        b[60] ^= 1;
+        assert_eq!(
+            err(&b, 11),
+            (at + 12, "sl_crc does not match the block".into())
+        );
+        let mut b = good.clone();
+        b[7] = 3;
+        seal(&mut b);
+        assert_eq!(
+            err(&b, 11),
+            (at + 4, "sl_offset 3 where 0 was expected".into())
+        );
+    }
+}
