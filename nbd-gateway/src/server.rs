@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{Mutex, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
@@ -614,10 +614,17 @@ impl Server {
         let session = Arc::new(session);
         let (rd, wr) = tokio::io::split(io);
         let mut rd = BufReader::with_capacity(256 * 1024, rd);
-        let writer = Arc::new(Mutex::new(wr));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
         let slots = Arc::new(Semaphore::new(self.config.max_in_flight as usize));
         let budget = Arc::new(Semaphore::new(self.config.buffer_budget as usize));
         let (dead_tx, mut dead_rx) = watch::channel(false);
+        let writer_task = tokio::spawn(write_replies(
+            wr,
+            rx,
+            dead_tx,
+            metrics,
+            self.config.reply_timeout,
+        ));
         let mut stop = self.shutdown.subscribe();
         let mut deadline: Option<Instant> = None;
         let hdr_len = if extended {
@@ -697,67 +704,40 @@ impl Server {
                 Ok(Err(e)) => break Err(e),
                 Err(_) => break Err(violation("request payload not completed in time")),
             }
-            let session = Arc::clone(&session);
-            let writer = Arc::clone(&writer);
-            let metrics = Arc::clone(&metrics);
-            let dead = dead_tx.clone();
-            let reply_timeout = self.config.reply_timeout;
-            let shutting_down = deadline.is_some();
-            tokio::spawn(async move {
-                let start = std::time::Instant::now();
-                let outcome = if shutting_down {
-                    reply::Outcome {
-                        bytes: reply::error_reply(
-                            session.mode,
-                            &req,
-                            NbdError::Shutdown,
-                            "server is shutting down",
-                        ),
-                        error: Some(NbdError::Shutdown),
-                        read: 0,
-                        written: 0,
-                    }
-                } else {
-                    let s = Arc::clone(&session);
-                    match tokio::task::spawn_blocking(move || reply::execute(&s, &req, &payload))
-                        .await
-                    {
-                        Ok(o) => o,
-                        Err(e) => {
-                            tracing::error!(error = %e, "request task failed");
-                            reply::Outcome {
-                                bytes: reply::error_reply(
-                                    session.mode,
-                                    &req,
-                                    NbdError::Io,
-                                    "internal error",
-                                ),
-                                error: Some(NbdError::Io),
-                                read: 0,
-                                written: 0,
-                            }
-                        }
-                    }
+            let start = std::time::Instant::now();
+            let permits = (slot, bytes);
+            if deadline.is_some() {
+                let outcome = reply::Outcome {
+                    bytes: reply::error_reply(
+                        session.mode,
+                        &req,
+                        NbdError::Shutdown,
+                        "server is shutting down",
+                    ),
+                    error: Some(NbdError::Shutdown),
+                    read: 0,
+                    written: 0,
                 };
-                let sent = tokio::time::timeout(reply_timeout, async {
-                    let mut w = writer.lock().await;
-                    w.write_all(&outcome.bytes).await?;
-                    w.flush().await
-                })
-                .await;
-                if !matches!(sent, Ok(Ok(()))) {
-                    dead.send_replace(true);
-                }
-                metrics.record(
-                    req.typ,
-                    outcome.error.is_none(),
-                    outcome.read,
-                    outcome.written,
-                    start.elapsed(),
-                );
-                drop(bytes);
-                drop(slot);
-            });
+                let _ = tx.send(Done {
+                    req,
+                    outcome,
+                    start,
+                    _permits: permits,
+                });
+            } else {
+                let s = Arc::clone(&session);
+                let tx = tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let outcome = reply::execute(&s, &req, &payload);
+                    // The writer only goes away after every sender is gone.
+                    let _ = tx.send(Done {
+                        req,
+                        outcome,
+                        start,
+                        _permits: permits,
+                    });
+                });
+            }
         };
         // Finish every in-flight request before closing (spec: "NBD_CMD_DISC").
         let _all = slots.acquire_many(self.config.max_in_flight).await;
@@ -769,10 +749,87 @@ impl Server {
                 Err(e) => tracing::warn!(error = %e, "flush task failed"),
             }
         }
-        let mut w = writer.lock().await;
-        let _ = w.shutdown().await;
+        drop(tx);
+        if let Err(e) = writer_task.await {
+            tracing::warn!(error = %e, "reply writer failed");
+        }
         end
     }
+}
+
+/// A finished request on its way to the client.
+struct Done {
+    req: Request,
+    outcome: reply::Outcome,
+    start: std::time::Instant,
+    /// The in-flight slot and buffer budget, released once the reply is written.
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+/// Replies at most this large are coalesced into one write with their neighbours.
+const COALESCE_MAX: usize = 64 * 1024;
+/// Most replies taken from the queue per batch.
+const MAX_BATCH: usize = 64;
+
+/// The connection's single writer: takes finished requests in completion order, writes each
+/// reply whole (so replies never interleave), coalescing small ones into one write.
+async fn write_replies(
+    mut wr: tokio::io::WriteHalf<Box<dyn Io>>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Done>,
+    dead: watch::Sender<bool>,
+    metrics: Arc<crate::metrics::ExportMetrics>,
+    reply_timeout: Duration,
+) {
+    let mut alive = true;
+    let mut done: Vec<Done> = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<u8> = Vec::with_capacity(COALESCE_MAX);
+    while let Some(first) = rx.recv().await {
+        done.push(first);
+        while done.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(d) => done.push(d),
+                Err(_) => break,
+            }
+        }
+        if alive {
+            let sent = tokio::time::timeout(reply_timeout, async {
+                for d in &done {
+                    let bytes = &d.outcome.bytes;
+                    if batch.len() + bytes.len() > COALESCE_MAX && !batch.is_empty() {
+                        wr.write_all(&batch).await?;
+                        batch.clear();
+                    }
+                    if bytes.len() > COALESCE_MAX {
+                        wr.write_all(bytes).await?;
+                    } else {
+                        batch.extend_from_slice(bytes);
+                    }
+                }
+                if !batch.is_empty() {
+                    wr.write_all(&batch).await?;
+                    batch.clear();
+                }
+                wr.flush().await
+            })
+            .await;
+            if !matches!(sent, Ok(Ok(()))) {
+                // Keep draining (releasing permits) so the reader never waits on us.
+                alive = false;
+                batch.clear();
+                dead.send_replace(true);
+            }
+        }
+        for d in done.drain(..) {
+            metrics.record(
+                d.req.typ,
+                d.outcome.error.is_none(),
+                d.outcome.read,
+                d.outcome.written,
+                d.start.elapsed(),
+            );
+        }
+    }
+    let _ = wr.shutdown().await;
 }
 
 /// Writes one option reply (spec: "Fixed newstyle negotiation").
