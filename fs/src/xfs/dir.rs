@@ -356,10 +356,11 @@ mod tests {
     fn parse(b: &[u8]) -> Result<Vec<RawDirEntry>> {
         let v = vol_with(&[]);
         let mut out = Vec::new();
-        parse_data_block(&v, 131, 0x1000, b, &mut |e| {
+        let flow = parse_data_block(&v, 131, 0x1000, b, &mut |e| {
             out.push(e);
             ControlFlow::Continue(())
         })?;
+        assert!(flow.is_continue());
         Ok(out)
     }
 
