@@ -96,6 +96,18 @@ pub struct LvmScan {
     /// Unusual findings.
     pub notes: Vec<LvmNote>,
     devices: Vec<SharedRead>,
+    /// Per VG (same order as `vgs`), built once: a hostile VG may list ~10^5 PVs and ~10^5 LVs,
+    /// and a linear search per segment or per opened LV would be quadratic.
+    index: Vec<VgIndex>,
+}
+
+/// Name lookups of one VG.
+#[derive(Clone, Default)]
+struct VgIndex {
+    /// PV name to index in `VolumeGroup::pvs`.
+    pvs: HashMap<String, usize>,
+    /// LV name to index in `VolumeGroup::lvs`.
+    lvs: HashMap<String, usize>,
 }
 
 impl std::fmt::Debug for LvmScan {
@@ -212,11 +224,25 @@ pub fn scan(devices: &[SharedRead]) -> Result<LvmScan> {
             }
         }
     }
+    let index = vgs
+        .iter()
+        .map(|vg| {
+            let mut ix = VgIndex::default();
+            for (k, p) in vg.pvs.iter().enumerate() {
+                ix.pvs.entry(p.name.clone()).or_insert(k);
+            }
+            for (k, l) in vg.lvs.iter().enumerate() {
+                ix.lvs.entry(l.name.clone()).or_insert(k);
+            }
+            ix
+        })
+        .collect();
     Ok(LvmScan {
         pvs,
         vgs,
         notes,
         devices: devices.to_vec(),
+        index,
     })
 }
 
@@ -264,12 +290,19 @@ impl LvmScan {
     /// # Errors
     /// As [`LvmScan::open_lv`].
     pub fn lv_pieces(&self, vg_name: &str, lv_name: &str) -> Result<Vec<Piece>> {
-        let vg = self
-            .vg(vg_name)
+        let (vg, ix) = self
+            .vgs
+            .iter()
+            .zip(&self.index)
+            .find(|(v, _)| v.name == vg_name)
             .ok_or_else(|| Error::Usage(format!("no volume group {vg_name:?}")))?;
-        let lv = vg.lv(lv_name).ok_or_else(|| {
-            Error::Usage(format!("no logical volume {lv_name:?} in vg {vg_name:?}"))
-        })?;
+        let lv = ix
+            .lvs
+            .get(lv_name)
+            .and_then(|&k| vg.lvs.get(k))
+            .ok_or_else(|| {
+                Error::Usage(format!("no logical volume {lv_name:?} in vg {vg_name:?}"))
+            })?;
         let at = vg.metadata_location.1;
         let bad = |d: String| Error::corrupt("lvm metadata", at, d);
         let what = format!("lv {vg_name}/{lv_name}");
@@ -305,16 +338,16 @@ impl LvmScan {
             next = next
                 .checked_add(seg.extent_count)
                 .ok_or_else(|| bad(format!("{what} extent count overflows")))?;
-            if vg.pv(&stripe.pv).is_none() && vg.lv(&stripe.pv).is_some() {
+            let pv = ix.pvs.get(stripe.pv.as_str()).and_then(|&k| vg.pvs.get(k));
+            if pv.is_none() && ix.lvs.contains_key(&stripe.pv) {
                 // pvmove and mirror layouts stack segments on other LVs.
                 return Err(Error::unsupported(
                     "lvm segment type",
                     format!("{what}: layered on lv {}", stripe.pv),
                 ));
             }
-            let pv = vg
-                .pv(&stripe.pv)
-                .ok_or_else(|| bad(format!("{what} refers to unknown pv {:?}", stripe.pv)))?;
+            let pv =
+                pv.ok_or_else(|| bad(format!("{what} refers to unknown pv {:?}", stripe.pv)))?;
             let end = stripe.start_extent.checked_add(seg.extent_count);
             if end.is_none_or(|e| e > pv.pe_count) {
                 return Err(bad(format!(

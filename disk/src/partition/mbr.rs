@@ -25,8 +25,9 @@ pub const BOOT_CODE_LEN: usize = 440;
 pub(crate) const SIGNATURE_OFFSET: usize = 510;
 /// The boot signature (UEFI 2.10 table 5.1, offset 510).
 pub(crate) const BOOT_SIGNATURE: [u8; 2] = [0x55, 0xAA];
-/// Most logical partitions we follow. Linux stops at its minor-number limit; 128 is far more than
-/// any real EBR chain and bounds the reads of a hostile one (house style S12).
+/// Most EBRs we read, over all extended partitions, and so most logical partitions. Linux stops
+/// after 100 loop iterations per chain (`parse_extended`); 128 is far more than any real chain
+/// and bounds the reads of a hostile one, including chains of EBRs without partitions (S12).
 pub const MAX_LOGICAL_PARTITIONS: usize = 128;
 /// The first Linux number given to a logical partition.
 const FIRST_LOGICAL_NUMBER: u32 = 5;
@@ -170,7 +171,7 @@ fn truncated(notes: &mut Vec<TableNote>, message: String) {
 }
 
 /// Follows one EBR chain. Every EBR must lie strictly inside the extended partition (the first is
-/// at its start), no EBR may be visited twice, and at most `budget` logical partitions are read.
+/// at its start), no EBR may be visited twice, and at most `budget` EBRs (over all chains) are read.
 #[expect(
     clippy::too_many_arguments,
     reason = "private helper threading the chain state"
@@ -196,7 +197,7 @@ fn read_ebr_chain(
             truncated(
                 notes,
                 format!(
-                    "more than {MAX_LOGICAL_PARTITIONS} logical partitions; stopped at ebr lba {ebr_lba}"
+                    "more than {MAX_LOGICAL_PARTITIONS} extended boot records; stopped at ebr lba {ebr_lba}"
                 ),
             );
             return Ok(());
@@ -218,6 +219,9 @@ fn read_ebr_chain(
             }
             Err(e) => return Err(e),
         }
+        // Every EBR read counts, with or without a logical partition, so a chain of empty EBRs
+        // is bounded too.
+        *budget = budget.saturating_sub(1);
         let Some(ebr) = parse_sector(&sector) else {
             truncated(notes, format!("ebr at {offset:#x} has no 0x55aa signature"));
             return Ok(());
@@ -230,21 +234,18 @@ fn read_ebr_chain(
             .find(|e| !e.is_empty() && !e.is_extended())
             && let Some(p) = to_partition(e, ebr_lba, ss, *next_number, sig)
         {
-            {
-                let ext_bytes_end = ext_end.saturating_mul(ss64);
-                if p.start < ebr_lba.saturating_mul(ss64) || p.end() > ext_bytes_end {
-                    notes.push(TableNote {
-                        code: notes::MBR_LOGICAL_OUTSIDE,
-                        message: format!(
-                            "logical partition {} at {:#x}+{:#x} (ebr at {offset:#x}) is outside the extended partition",
-                            p.number, p.start, p.len
-                        ),
-                    });
-                }
-                out.push(p);
-                *next_number = next_number.saturating_add(1);
-                *budget = budget.saturating_sub(1);
+            let ext_bytes_end = ext_end.saturating_mul(ss64);
+            if p.start < ebr_lba.saturating_mul(ss64) || p.end() > ext_bytes_end {
+                notes.push(TableNote {
+                    code: notes::MBR_LOGICAL_OUTSIDE,
+                    message: format!(
+                        "logical partition {} at {:#x}+{:#x} (ebr at {offset:#x}) is outside the extended partition",
+                        p.number, p.start, p.len
+                    ),
+                });
             }
+            out.push(p);
+            *next_number = next_number.saturating_add(1);
         }
         // The link: the first extended-type record, relative to the outermost extended partition.
         let Some(link) = ebr.entries.iter().find(|e| e.is_extended()) else {
@@ -399,8 +400,30 @@ mod tests {
         assert_eq!(t.partitions.last().unwrap().number, 4 + 128);
         assert_eq!(
             t.notes[0].message,
-            "more than 128 logical partitions; stopped at ebr lba 129"
+            "more than 128 extended boot records; stopped at ebr lba 129"
         );
+    }
+
+    #[test]
+    fn chain_of_empty_ebrs_is_capped() {
+        let n = 300usize;
+        let mut img = vec![0u8; (n + 2) * 512];
+        put(&mut img, 0, &[mbr_entry(0, 0x05, 1, (n + 1) as u32)]);
+        for i in 0..n {
+            put(
+                &mut img,
+                1 + i,
+                &[mbr_entry(0, 0, 0, 0), mbr_entry(0, 0x05, (i + 1) as u32, 1)],
+            );
+        }
+        let d = crate::testkit::CountingDisk::new(MemDisk::from_vec(img));
+        let t = read_table(&d).unwrap();
+        assert_eq!(t.partitions.len(), 1);
+        assert_eq!(
+            t.notes[0].message,
+            "more than 128 extended boot records; stopped at ebr lba 129"
+        );
+        assert!(d.reads() <= 3 + 128, "{}", d.reads());
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub use gpt::Guid;
 
 /// Sector sizes we try when looking for a GPT header (UEFI 2.10 §5.3.1: the header is at LBA 1).
 const CANDIDATE_SECTOR_SIZES: [u32; 2] = [512, 4096];
+/// Logical sector sizes we believe a device about (powers of two; Linux's block layer allows
+/// 512..=65536 bytes, `blk_validate_block_size`).
+const SECTOR_SIZE_RANGE: std::ops::RangeInclusive<u32> = 512..=65536;
 
 /// Which kind of partition table a disk carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -174,6 +177,11 @@ pub mod notes {
     pub const GPT_ENTRY_INVALID: &str = "gpt-entry-invalid";
     /// The GPT header was found with 4096-byte sectors although the device reports another size.
     pub const SECTOR_SIZE_4096: &str = "sector-size-4096-detected";
+    /// The GPT header was found with 512-byte sectors although the device reports another size.
+    pub const SECTOR_SIZE_512: &str = "sector-size-512-detected";
+    /// The device reports a logical sector size that is not a power of two in 512..=65536;
+    /// 512 was used.
+    pub const SECTOR_SIZE_INVALID: &str = "sector-size-invalid";
     /// The EBR chain was cut short (loop, cap, link outside the extended partition, bad sector).
     pub const MBR_EBR_TRUNCATED: &str = "mbr-ebr-chain-truncated";
     /// A partition reaches past the end of the disk.
@@ -223,7 +231,8 @@ impl PartitionTable {
 /// the disk is [`TableKind::None`].
 ///
 /// # Errors
-/// [`Error::Io`](crate::Error::Io) if the device fails. [`Error::Corrupt`](crate::Error::Corrupt) if the MBR announces a GPT (0xEE entry) but
+/// [`Error::Io`](crate::Error::Io) if the device fails. [`Error::Corrupt`](crate::Error::Corrupt)
+/// if a GPT is announced (an 0xEE entry in the MBR, or a GPT signature at LBA 1 with no MBR) but
 /// both the primary and the backup GPT are unusable; the error is the primary's.
 pub fn read_table(dev: &dyn BlockRead) -> Result<PartitionTable> {
     let mut notes = Vec::new();
@@ -233,7 +242,16 @@ pub fn read_table(dev: &dyn BlockRead) -> Result<PartitionTable> {
         .map(<[u8]>::to_vec)
         .unwrap_or_default();
     let mbr = mbr::RawMbr::parse(&sector0);
-    let dev_ss = dev.logical_sector_size();
+    let reported = dev.logical_sector_size();
+    let dev_ss = if reported.is_power_of_two() && SECTOR_SIZE_RANGE.contains(&reported) {
+        reported
+    } else {
+        notes.push(TableNote {
+            code: notes::SECTOR_SIZE_INVALID,
+            message: format!("the device reports {reported}-byte sectors; using 512"),
+        });
+        512
+    };
 
     let has_ee = mbr
         .as_ref()
@@ -279,7 +297,11 @@ pub fn read_table(dev: &dyn BlockRead) -> Result<PartitionTable> {
         let ss = gpt_ss.unwrap_or(dev_ss);
         if ss != dev_ss {
             notes.push(TableNote {
-                code: notes::SECTOR_SIZE_4096,
+                code: if ss == 4096 {
+                    notes::SECTOR_SIZE_4096
+                } else {
+                    notes::SECTOR_SIZE_512
+                },
                 message: format!(
                     "gpt header found at lba 1 of {ss}-byte sectors; the device reports {dev_ss}"
                 ),

@@ -281,6 +281,26 @@ fn gpt_with_4k_sectors() {
 }
 
 #[test]
+fn gpt_with_512_sectors_on_a_4k_device_and_bad_sector_sizes() {
+    let img = four_part_spec(512, 256).build();
+    let want = table(img.clone()).partitions;
+    let t = read_table(&SectorDisk(MemDisk::from_vec(img.clone()), 4096)).unwrap();
+    assert_eq!(t.sector_size, 512);
+    assert_eq!(t.partitions, want);
+    assert_eq!(codes(&t), [notes::SECTOR_SIZE_512]);
+    for bad in [0, 1, 520, 1 << 17] {
+        let t = read_table(&SectorDisk(MemDisk::from_vec(img.clone()), bad)).unwrap();
+        assert_eq!(t.sector_size, 512);
+        assert_eq!(t.partitions, want);
+        assert_eq!(codes(&t), [notes::SECTOR_SIZE_INVALID], "{bad}");
+        assert_eq!(
+            t.notes[0].message,
+            format!("the device reports {bad}-byte sectors; using 512")
+        );
+    }
+}
+
+#[test]
 fn reads_are_bounded() {
     let s = four_part_spec(512, 256);
     let d = CountingDisk::new(MemDisk::from_vec(s.build()));
