@@ -32,6 +32,17 @@ pub fn fuzz_ntfs(data: &[u8]) {
     walk(&fs);
 }
 
+/// Decodes `data` as one LZNT1 compression unit (64 KiB) and as reparse-point data, the two
+/// byte formats this module parses itself rather than through the `ntfs` crate.
+pub fn fuzz_ntfs_formats(data: &[u8]) {
+    let mut unit = vec![0u8; 64 * 1024];
+    let _ = super::compress::lznt1_decompress(data, &mut unit);
+    if let Ok(r) = super::reparse::parse(data) {
+        let _ = super::reparse::link_target(&r, b'C');
+    }
+    let _ = super::reparse::interix_target(data);
+}
+
 /// Walks `fs` as [`fuzz_ntfs`] does; returns how many entries were visited.
 pub(super) fn walk(fs: &dyn FsRead) -> usize {
     let mut visited = 0usize;

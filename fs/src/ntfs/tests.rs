@@ -344,6 +344,14 @@ fn build_image(size: u64, many: usize, full: bool) -> Option<Vec<u8>> {
     std::fs::create_dir_all(p("a/b/c/d/e")).unwrap();
     std::fs::write(p("a/b/c/d/e/deep.txt"), b"deep\n").unwrap();
     std::fs::create_dir(p("Many")).unwrap();
+    // A compressed directory with a file spanning two 64 KiB compression units.
+    std::fs::create_dir(p("comp")).unwrap();
+    assert!(set_xattr(
+        &p("comp"),
+        "system.ntfs_attrib_be",
+        &0x0000_0800u32.to_be_bytes()
+    ));
+    std::fs::write(p("comp/c.txt"), b"compress me ".repeat(8192)).unwrap();
     for i in 0..many {
         std::fs::write(p(&format!("Many/{}", many_name(i))), i.to_string()).unwrap();
     }
@@ -385,17 +393,13 @@ fn build_image(size: u64, many: usize, full: bool) -> Option<Vec<u8>> {
     if full {
         // A deduplicated file (tag IO_REPARSE_TAG_DEDUP): not a link; its unnamed stream is
         // sparse, as Windows leaves it once the data moved to the chunk store.
-        std::fs::File::create(p("dedup")).unwrap().set_len(1 << 20).unwrap();
+        std::fs::File::create(p("dedup"))
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
         let mut dedup = 0x8000_0013u32.to_le_bytes().to_vec();
         dedup.extend_from_slice(&[4, 0, 0, 0, 1, 2, 3, 4]);
         assert!(set_xattr(&p("dedup"), "system.ntfs_reparse_data", &dedup));
-        std::fs::create_dir(p("comp")).unwrap();
-        assert!(set_xattr(
-            &p("comp"),
-            "system.ntfs_attrib_be",
-            &0x0000_0800u32.to_be_bytes()
-        ));
-        std::fs::write(p("comp/c.txt"), b"compress me ".repeat(8192)).unwrap();
         let f = std::fs::File::create(p("sparse.bin")).unwrap();
         f.set_len(SPARSE_LEN).unwrap();
         std::os::unix::fs::FileExt::write_all_at(&f, b"sparse-data", SPARSE_AT).unwrap();
@@ -941,6 +945,10 @@ fn fuzz_seed_is_valid() {
     let Some(seed) = fuzz_seed() else { return };
     let fs = open_bytes(seed);
     assert_eq!(names(&fs, "/Many").len(), FUZZ_MANY);
+    assert_eq!(
+        fs.read_file(b"/comp/c.txt", 1 << 20).unwrap(),
+        b"compress me ".repeat(8192)
+    );
     // The walk visits every entry: the metafiles, the tree and the files in /Many.
     assert!(fuzzing::walk(&fs) > FUZZ_MANY + 16);
     fuzzing::fuzz_ntfs(seed);
@@ -1026,6 +1034,52 @@ fn fuzz_mutations(range: std::ops::Range<u64>) {
         {
             eprintln!("mutant {i}: {:?}", t0.elapsed());
         }
+    }
+}
+
+/// The formats parsed here (LZNT1 units, reparse data) over valid inputs and 1,000 mutations.
+#[test]
+fn fuzz_formats_never_panic() {
+    // A valid LZNT1 unit: one compressed chunk ("abcabcabcabc!") and an uncompressed one.
+    let mut lznt1 = vec![0x06, 0xb0, 0b0000_1000, b'a', b'b', b'c'];
+    lznt1.extend_from_slice(&((2u16 << 12) | 6).to_le_bytes());
+    lznt1.push(b'!');
+    lznt1.extend_from_slice(&0x3003u16.to_le_bytes());
+    lznt1.extend_from_slice(b"wxyz");
+    let mut unit = vec![0u8; 64 * 1024];
+    compress::lznt1_decompress(&lznt1, &mut unit).unwrap();
+    assert_eq!(&unit[..13], b"abcabcabcabc!");
+    assert_eq!(&unit[4096..4100], b"wxyz");
+    let junction = reparse_data(
+        reparse::IO_REPARSE_TAG_MOUNT_POINT,
+        r"\??\C:\Windows",
+        r"C:\Windows",
+        None,
+    );
+    assert_eq!(
+        reparse::link_target(&reparse::parse(&junction).unwrap(), b'C').unwrap(),
+        b"/Windows"
+    );
+    let seeds = [lznt1, junction];
+    let mut state = 0x0123_4567_89AB_CDEFu64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for i in 0..1000u64 {
+        let seed = &seeds[usize::try_from(i % 2).unwrap()];
+        let mut m = seed.clone();
+        if i % 7 == 0 {
+            m.truncate(usize::try_from(next() % u64::try_from(m.len()).unwrap()).unwrap());
+        } else {
+            for _ in 0..1 + next() % 4 {
+                let at = usize::try_from(next() % u64::try_from(m.len()).unwrap()).unwrap();
+                m[at] = u8::try_from(next() & 0xff).unwrap();
+            }
+        }
+        fuzzing::fuzz_ntfs_formats(&m);
     }
 }
 
