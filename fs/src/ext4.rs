@@ -32,7 +32,8 @@
 //!   sequential reads never seek.
 //! - It only replays JBD2 journals with the `64bit` and `csum_v3` features (see
 //!   [`JournalView`]).
-//! - Metadata reads for `nlink` go to the device directly, not through the journal.
+//! - Metadata reads for `nlink` go to the device directly, not through the journal, and only
+//!   for the classic contiguous descriptor table (`nlink` is 0 under `meta_bg`).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -809,9 +810,17 @@ impl FsRead for Ext4Fs {
             };
             Ok((md, ino))
         })?;
+        // Under META_BG the descriptors are spread over the disk; links_count only knows the
+        // classic contiguous table. The link count is auxiliary: a failure to read it is
+        // logged and reported as 0 rather than failing the whole lstat.
         let nlink = match ino {
-            Some(i) => self.links_count(i)?,
-            None => 0,
+            Some(i) if self.superblock.feature_incompat & incompat::META_BG == 0 => {
+                self.links_count(i).unwrap_or_else(|e| {
+                    tracing::debug!(ino = i, error = %e, "cannot read i_links_count");
+                    0
+                })
+            }
+            _ => 0,
         };
         Ok(Metadata {
             file_type: file_type(md.file_type()),
