@@ -673,6 +673,7 @@ fn expected_facts_are_consistent() {
             );
         }
         assert_eq!(e.os_type == "windows", e.windows.is_some(), "{}", e.name);
+        assert_eq!(plan.needs_root(), e.os_type == "windows", "{}", e.name);
         assert_eq!(e.os_type == "linux", !e.kernels.is_empty(), "{}", e.name);
         assert_eq!(
             e.firmware == "uefi",

@@ -406,3 +406,78 @@ impl Drop for NtfsMount {
         let _ = self.unmount();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Part, PartType};
+
+    fn part(number: u32, start_mib: u64, ptype: PartType) -> Part {
+        Part {
+            number,
+            start_mib,
+            size_mib: 1,
+            ptype,
+            name: "",
+            guid: "",
+            bootable: false,
+            content: Content::Empty,
+        }
+    }
+
+    #[test]
+    fn partition_numbers_must_match_sfdisk() {
+        if tools::locate(tools::SFDISK).is_err() {
+            eprintln!("skipping: sfdisk not found");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("d.img");
+        let mut plan = Plan {
+            name: "t",
+            size_mib: 8,
+            table: Table::Mbr { signature: 1 },
+            boot_code: BootCode::None,
+            parts: vec![part(1, 1, PartType::Linux), part(3, 2, PartType::Linux)],
+        };
+        let err = realise(&plan, &out, dir.path()).unwrap_err();
+        assert!(
+            matches!(err, Error::Invalid(ref m) if m == "t: partition numbered 3 but sfdisk will call it 2"),
+            "{err}"
+        );
+        // Logical partitions start at 5 after the extended container.
+        plan.parts = vec![
+            part(1, 1, PartType::Linux),
+            part(2, 2, PartType::Extended),
+            part(5, 3, PartType::Swap),
+        ];
+        plan.parts[1].size_mib = 4;
+        realise(&plan, &out, dir.path()).unwrap();
+        assert_eq!(std::fs::metadata(&out).unwrap().len(), 8 << 20);
+    }
+
+    #[test]
+    fn copy_sparse_refuses_oversized_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::write(&src, vec![1u8; 4096]).unwrap();
+        let dst_path = dir.path().join("dst");
+        let dst = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&dst_path)
+            .unwrap();
+        let err = copy_sparse(&src, &dst, &dst_path, 0, 1024).unwrap_err();
+        assert!(
+            matches!(err, Error::Invalid(ref m) if m.ends_with("is 4096 bytes, more than its 1024-byte slot")),
+            "{err}"
+        );
+        copy_sparse(&src, &dst, &dst_path, 512, 4096).unwrap();
+        let mut back = vec![0u8; 4608];
+        dst.read_exact_at(&mut back, 0).unwrap();
+        assert!(back[..512].iter().all(|b| *b == 0));
+        assert!(back[512..].iter().all(|b| *b == 1));
+    }
+}
