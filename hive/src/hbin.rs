@@ -36,7 +36,7 @@ pub(crate) fn file_offset(rel: u32) -> u64 {
 }
 
 /// The validated bin and cell map of a hive's bins data.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct CellMap {
     /// One bit per 8-byte unit of the bins data: a cell starts here.
     starts: Vec<u64>,
@@ -56,6 +56,12 @@ fn bit(map: &[u64], unit: usize) -> bool {
 fn set_bit(map: &mut [u64], unit: usize) {
     if let Some(w) = map.get_mut(unit / 64) {
         *w |= 1u64 << (unit % 64);
+    }
+}
+
+fn clear_bit(map: &mut [u64], unit: usize) {
+    if let Some(w) = map.get_mut(unit / 64) {
+        *w &= !(1u64 << (unit % 64));
     }
 }
 
@@ -152,6 +158,58 @@ impl CellMap {
             at += size;
         }
         Ok(())
+    }
+
+    /// Records (for the writer) that a cell starts at `off`, allocated or free.
+    pub(crate) fn set_cell(&mut self, off: u32, allocated: bool) {
+        let unit = (off / CELL_ALIGN) as usize;
+        set_bit(&mut self.starts, unit);
+        let was = bit(&self.allocated, unit);
+        if allocated {
+            set_bit(&mut self.allocated, unit);
+            if !was {
+                self.allocated_cells += 1;
+            }
+        } else {
+            clear_bit(&mut self.allocated, unit);
+            if was {
+                self.allocated_cells = self.allocated_cells.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Records (for the writer) that no cell starts at `off` any more (merged into the cell
+    /// before it).
+    pub(crate) fn clear_cell(&mut self, off: u32) {
+        let unit = (off / CELL_ALIGN) as usize;
+        clear_bit(&mut self.starts, unit);
+        clear_bit(&mut self.allocated, unit);
+    }
+
+    /// Makes room for bins data of `len` bytes (after the writer appended a bin).
+    pub(crate) fn grow(&mut self, len: usize) {
+        let words = (len / CELL_ALIGN as usize).div_ceil(64);
+        if words > self.starts.len() {
+            self.starts.resize(words, 0);
+            self.allocated.resize(words, 0);
+        }
+    }
+
+    /// The offsets of all free cells, in order.
+    pub(crate) fn free_cells(&self) -> Vec<u32> {
+        let mut out = Vec::new();
+        for (i, (s, a)) in self.starts.iter().zip(&self.allocated).enumerate() {
+            let mut free = s & !a;
+            while free != 0 {
+                let b = free.trailing_zeros() as usize;
+                free &= free - 1;
+                // Bins data is under 4 GiB (checked by `scan`), so the offset fits.
+                if let Ok(off) = u32::try_from((i * 64 + b) * CELL_ALIGN as usize) {
+                    out.push(off);
+                }
+            }
+        }
+        out
     }
 
     /// Returns the data of the allocated cell at `off` (relative to the bins data), without the

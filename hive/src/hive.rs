@@ -140,9 +140,9 @@ impl HiveOptions {
 /// own writer. libhivex remains the oracle in the tests.
 #[derive(Debug)]
 pub struct Hive {
-    data: Vec<u8>,
-    base: BaseBlock,
-    cells: CellMap,
+    pub(crate) data: Vec<u8>,
+    pub(crate) base: BaseBlock,
+    pub(crate) cells: CellMap,
     was_dirty: bool,
     replayed: u32,
 }

@@ -8,7 +8,7 @@ use crate::name;
 use crate::subkey_list::subkey_offsets;
 
 /// Fixed part of an "nk" record before its name.
-const NK_FIXED: usize = 76;
+pub(crate) const NK_FIXED: usize = 76;
 /// Offset of the descriptor size in an "sk" record (after signature, reserved, flink, blink and
 /// reference count).
 const SK_DESCRIPTOR_SIZE: usize = 16;
@@ -38,7 +38,7 @@ pub mod flags {
 pub struct FileTime(pub u64);
 
 /// FILETIME of the Unix epoch.
-const UNIX_EPOCH_FILETIME: u64 = 116_444_736_000_000_000;
+pub(crate) const UNIX_EPOCH_FILETIME: u64 = 116_444_736_000_000_000;
 
 impl FileTime {
     /// Seconds since the Unix epoch (negative before 1970).
@@ -285,6 +285,21 @@ impl<'h> Key<'h> {
     #[must_use]
     pub fn hive(&self) -> &'h Hive {
         self.hive
+    }
+
+    /// Offset of the subkey list (or [`NO_CELL`]).
+    pub(crate) fn subkeys_list_offset(&self) -> u32 {
+        self.subkeys_list
+    }
+
+    /// Offset of the values list (or [`NO_CELL`]).
+    pub(crate) fn values_list_offset(&self) -> u32 {
+        self.values_list
+    }
+
+    /// Offset of the class name cell and the class name length.
+    pub(crate) fn class(&self) -> (u32, u16) {
+        (self.class_offset, self.class_len)
     }
 }
 

@@ -18,13 +18,13 @@ pub const MAX_VALUE_DATA: u32 = 64 << 20;
 /// segment holds at most this many bytes (spec "Big data"; Windows' `CM_KEY_VALUE_BIG`).
 pub(crate) const BIG_DATA_SEGMENT: u32 = 16344;
 /// First minor version that uses big data records.
-const BIG_DATA_MIN_MINOR: u32 = 4;
+pub(crate) const BIG_DATA_MIN_MINOR: u32 = 4;
 /// The data-size bit meaning "data of at most 4 bytes is stored in the data offset field".
-const DATA_INLINE: u32 = 0x8000_0000;
+pub(crate) const DATA_INLINE: u32 = 0x8000_0000;
 /// Fixed part of a "vk" record before its name.
-const VK_FIXED: usize = 20;
+pub(crate) const VK_FIXED: usize = 20;
 /// "vk" flag: the name is stored one byte per character.
-const VK_COMP_NAME: u16 = 0x0001;
+pub(crate) const VK_COMP_NAME: u16 = 0x0001;
 
 /// The type of a value's data (spec "Data types"). Unknown numbers are kept as they are: device
 /// property keys use types such as `0xffff0012`.
@@ -319,6 +319,45 @@ impl KeyValue {
                 format!("data size {len} is more than the {}-byte cell", cell.len()),
             )
         })
+    }
+
+    /// The cells holding this value's data (none for inline or empty data; the data cell; or
+    /// the "db" record, its segment list and the segments that hold data), for the writer
+    /// to free. Follows the same rules as [`KeyValue::data`].
+    pub(crate) fn data_cells(&self, hive: &Hive) -> Result<Vec<u32>> {
+        if self.data_size & DATA_INLINE != 0 || self.data_size == 0 {
+            return Ok(Vec::new());
+        }
+        let len = self.data_size;
+        let cell = hive.cell(self.data_offset, "value data cell")?;
+        if len > BIG_DATA_SEGMENT && hive.base_block().minor_version >= BIG_DATA_MIN_MINOR {
+            let is_db = cell.get(..2) == Some(b"db".as_slice());
+            if is_db || cell.len() < len as usize {
+                let fo = file_offset(self.data_offset);
+                let short = || Error::corrupt("db cell", fo, "cell shorter than 8 bytes");
+                let list = le_u32(cell, 4).ok_or_else(short)?;
+                let list_cell = hive.cell(list, "db segment list")?;
+                let needed = len.div_ceil(BIG_DATA_SEGMENT) as usize;
+                let mut out = vec![self.data_offset, list];
+                // At most 65535 segments (`needed` was checked against a u16 count on read).
+                for i in 0..needed {
+                    let seg = le_u32(list_cell, i * 4).ok_or_else(|| {
+                        Error::corrupt(
+                            "db segment list",
+                            file_offset(list),
+                            format!(
+                                "{needed} entries do not fit the {}-byte cell",
+                                list_cell.len()
+                            ),
+                        )
+                    })?;
+                    hive.cell(seg, "db segment")?;
+                    out.push(seg);
+                }
+                return Ok(out);
+            }
+        }
+        Ok(vec![self.data_offset])
     }
 
     pub(crate) fn into_value(self, hive: &Hive) -> Result<Value> {

@@ -35,11 +35,13 @@
 #![forbid(unsafe_code)]
 
 mod base_block;
+mod diff;
 mod error;
 mod export;
 pub mod fuzzing;
 mod hbin;
 mod hive;
+mod import;
 mod key_node;
 mod key_value;
 mod log;
@@ -47,14 +49,20 @@ mod name;
 mod subkey_list;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+mod write;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod write_tests;
 
 pub use base_block::{BASE_BLOCK_SIZE, BaseBlock};
+pub use diff::diff_reg;
 pub use error::{Corrupt, Dirty, DirtyReason, Error, Result, Unsupported};
 pub use export::REG_HEADER;
 pub use hive::{Hive, HiveOptions, MAX_HIVE_SIZE, MAX_KEY_DEPTH};
+pub use import::{MAX_REG_TEXT, RegChange, parse_reg};
 pub use key_node::{FileTime, Key, flags};
 pub use key_value::{MAX_VALUE_DATA, MAX_VALUES_PER_KEY, Value, ValueType};
 pub use subkey_list::MAX_SUBKEYS_PER_KEY;
+pub use write::{HiveMut, MAX_KEY_NAME_LEN, MAX_LEAF_ENTRIES, MAX_VALUE_NAME_LEN};

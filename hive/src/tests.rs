@@ -9,15 +9,15 @@ use crate::testkit::{HiveBuilder, KeySpec, ListKind, log_entry, log_file, old_lo
 use crate::{DirtyReason, Error, Hive, HiveOptions, Value, ValueType};
 
 /// Key path → sorted (value name, type, data).
-type Tree = BTreeMap<String, Vec<(String, u32, Vec<u8>)>>;
+pub(crate) type Tree = BTreeMap<String, Vec<(String, u32, Vec<u8>)>>;
 
-fn utf16z(s: &str) -> Vec<u8> {
+pub(crate) fn utf16z(s: &str) -> Vec<u8> {
     let mut v: Vec<u8> = s.encode_utf16().flat_map(u16::to_le_bytes).collect();
     v.extend([0, 0]);
     v
 }
 
-fn multi(parts: &[&str]) -> Vec<u8> {
+pub(crate) fn multi(parts: &[&str]) -> Vec<u8> {
     let mut v = Vec::new();
     for p in parts {
         v.extend(utf16z(p));
@@ -27,7 +27,7 @@ fn multi(parts: &[&str]) -> Vec<u8> {
 }
 
 /// A hive with every value type, a class name, Unicode names and big data.
-fn rich_builder() -> HiveBuilder {
+pub(crate) fn rich_builder() -> HiveBuilder {
     let big: Vec<u8> = (0..40_000u32)
         .map(|i| u8::try_from(i % 251).unwrap())
         .collect();
@@ -146,7 +146,7 @@ fn rich_builder() -> HiveBuilder {
 }
 
 /// Every (key path, values) of a hive, via our walk, sorted.
-fn our_tree(hive: &Hive) -> Tree {
+pub(crate) fn our_tree(hive: &Hive) -> Tree {
     let mut out = BTreeMap::new();
     hive.root()
         .unwrap()
@@ -165,7 +165,7 @@ fn our_tree(hive: &Hive) -> Tree {
 }
 
 /// A small .reg reader for comparisons (handles `hex(N)` for any u32 N, which regashii cannot).
-fn parse_reg(text: &str, prefix: &str) -> Tree {
+pub(crate) fn parse_reg(text: &str, prefix: &str) -> Tree {
     let joined = text.replace("\r\n", "\n").replace("\\\n  ", "");
     let mut out = Tree::new();
     let mut cur: Option<String> = None;
@@ -238,7 +238,7 @@ fn parse_reg(text: &str, prefix: &str) -> Tree {
     out
 }
 
-fn tool(name: &str) -> bool {
+pub(crate) fn tool(name: &str) -> bool {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {name}")])
         .output()
@@ -249,7 +249,7 @@ fn tool(name: &str) -> bool {
     found
 }
 
-fn hivex_export(path: &Path, prefix: &str) -> String {
+pub(crate) fn hivex_export(path: &Path, prefix: &str) -> String {
     let out = Command::new("hivexregedit")
         .args(["--export", "--prefix", prefix])
         .arg(path)
@@ -612,7 +612,7 @@ fn hivex_merge_into_our_minimal_hive() {
 
 /// The SYSTEM hive shipped in the tests of dissect.regf 3.14 (AGPL: fetched at test time into
 /// ~/.cache/rehost/fixtures, never committed).
-fn real_system_hive() -> Option<(PathBuf, Vec<u8>)> {
+pub(crate) fn real_system_hive() -> Option<(PathBuf, Vec<u8>)> {
     let home = std::env::var_os("HOME")?;
     let dir = Path::new(&home).join(".cache/rehost/fixtures/dissect-regf-3.14");
     let path = dir.join("SYSTEM");
@@ -1172,21 +1172,21 @@ fn old_format_log_replay() {
 }
 
 /// A fixed-seed xorshift PRNG for deterministic mutations.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         usize::try_from(self.next() % n as u64).unwrap()
     }
 }
 
-fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
+pub(crate) fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
     let mut m = seed.to_vec();
     match rng.below(5) {
         0 => m.truncate(rng.below(seed.len() + 1)),
