@@ -208,6 +208,7 @@ impl BootSector {
         let scan = |offset: u64, len: u64| -> Result<Option<Option<String>>> {
             let len = len.min(dev.size().saturating_sub(offset));
             let buf = disk::BlockReadExt::read_vec(dev, offset, len, 1 << 20)?;
+            // OK to index e[0] and e[11]: chunks_exact yields 32-byte entries.
             for e in buf.chunks_exact(32) {
                 match e[0] {
                     DIR_ENTRY_END => return Ok(Some(None)),
