@@ -568,6 +568,28 @@ fn kernel_written_files_match_kernel_reads() {
         for i in (0..100).step_by(3) {
             std::fs::remove_file(mnt.join(format!("made/f{i}"))).unwrap();
         }
+        // Inline extended attributes (RHEL's SELinux labels) move di_forkoff, shrinking the data
+        // fork of every kind of inode.
+        std::fs::create_dir(mnt.join("labelled")).unwrap();
+        std::fs::write(mnt.join("labelled/file"), b"x").unwrap();
+        std::os::unix::fs::symlink("file", mnt.join("labelled/link")).unwrap();
+        let label = "system_u:object_r:etc_t:s0";
+        for name in [
+            "labelled",
+            "labelled/file",
+            "labelled/link",
+            "sparse",
+            "frag",
+            "made",
+            "longlink",
+        ] {
+            let script = format!(
+                "import os; os.setxattr({:?}, 'trusted.rehost', b'{label}' * 4, follow_symlinks=False)",
+                mnt.join(name).display().to_string()
+            );
+            let st = Command::new("python3").arg("-c").arg(script).status();
+            assert!(st.is_ok_and(|s| s.success()), "setxattr {name}");
+        }
     }
     let fs = open_file(&img);
     use super::inode::ForkFormat;
@@ -597,6 +619,14 @@ fn kernel_written_files_match_kernel_reads() {
         (ll.format, ll.size),
         (ForkFormat::Extents, LONG_TARGET_LEN as u64)
     );
+    for name in ["/labelled", "/labelled/file", "/labelled/link", "/made"] {
+        let literal = fs.superblock().inode_size() - super::inode::CORE_LEN_V3;
+        assert!(
+            fs.walk(&p(name)).unwrap().data_fork.len() < literal,
+            "{name} has an attr fork"
+        );
+    }
+    assert_eq!(fs.read_link(&p("/labelled/link")).unwrap(), b"file");
     let made = fs.read_dir(&p("/made")).unwrap();
     assert_eq!(made.len(), 66);
     let Some(_m) = try_mount(&img, &mnt, "ro") else {
