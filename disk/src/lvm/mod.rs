@@ -17,6 +17,24 @@
 //!
 //! Why our own parser: no maintained Rust crate reads LVM2 metadata, and the text format needs
 //! strict caps on depth, size and node count for hostile images.
+//!
+//! # Example
+//! ```
+//! use std::sync::Arc;
+//! use disk::{MemDisk, SharedRead, lvm};
+//!
+//! // A blank disk carries no PV label: the scan finds nothing and notes nothing.
+//! let blank: SharedRead = Arc::new(MemDisk::zeroed(1 << 20)?);
+//! let found = lvm::scan(&[blank])?;
+//! assert!(found.pvs.is_empty() && found.vgs.is_empty() && found.notes.is_empty());
+//! // fstab names LVs by their device-mapper path, with dashes doubled.
+//! assert_eq!(lvm::mapper_path("vg-sys", "root"), "/dev/mapper/vg--sys-root");
+//! assert_eq!(
+//!     lvm::parse_mapper_name("/dev/mapper/vg--sys-root"),
+//!     Some(("vg-sys".to_owned(), "root".to_owned()))
+//! );
+//! # Ok::<(), disk::Error>(())
+//! ```
 
 #![warn(clippy::arithmetic_side_effects, clippy::as_conversions)]
 

@@ -18,6 +18,27 @@
 //! [`BlockRead::logical_sector_size`], but a raw image copied from a 4Kn disk reports 512, so when no
 //! GPT header is at LBA 1 of 512-byte sectors we also look at LBA 1 of 4096-byte sectors and note
 //! `"sector-size-4096-detected"`.
+//!
+//! # Example
+//! ```
+//! use std::sync::Arc;
+//! use disk::{BlockRead, MemDisk};
+//! use disk::partition::{TableKind, read_table};
+//!
+//! // One MBR partition of type 0x83 from LBA 2048, 4096 sectors long.
+//! let mut img = vec![0u8; 4 << 20];
+//! img[446 + 4] = 0x83;
+//! img[446 + 8..446 + 12].copy_from_slice(&2048u32.to_le_bytes());
+//! img[446 + 12..446 + 16].copy_from_slice(&4096u32.to_le_bytes());
+//! img[510..512].copy_from_slice(&[0x55, 0xAA]);
+//! let dev: Arc<dyn BlockRead> = Arc::new(MemDisk::from_vec(img));
+//! let table = read_table(&*dev)?;
+//! assert_eq!(table.kind, TableKind::Mbr);
+//! let p = table.get(1).expect("partition 1");
+//! assert_eq!((p.start, p.len), (2048 * 512, 4096 * 512));
+//! assert_eq!(p.view(dev)?.size(), 4096 * 512);
+//! # Ok::<(), disk::Error>(())
+//! ```
 
 #![warn(clippy::arithmetic_side_effects, clippy::as_conversions)]
 
