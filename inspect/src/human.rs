@@ -147,6 +147,16 @@ pub fn render(r: &Report) -> String {
             if let Some(e) = &w.edition {
                 line(&mut o, "edition", e);
             }
+            if w.hibernated || w.fast_startup {
+                line(
+                    &mut o,
+                    "hibernation",
+                    &format!(
+                        "hibernated={} fast-startup={}",
+                        w.hibernated, w.fast_startup
+                    ),
+                );
+            }
             for (l, d) in &w.drive_mappings {
                 line(&mut o, "drive", &format!("{l}: {d}"));
             }

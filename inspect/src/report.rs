@@ -202,6 +202,9 @@ pub struct WindowsReport {
     pub drivers: Vec<WindowsDriver>,
     /// `hiberfil.sys` holds a hibernation image (or Fast Startup).
     pub hibernated: bool,
+    /// Fast Startup is enabled (`Session Manager\\Power\\HiberbootEnabled` = 1): a shutdown from
+    /// Windows hibernates the kernel session, so volumes may be left in use.
+    pub fast_startup: bool,
     /// The system volume's NTFS dirty bit is set.
     pub ntfs_dirty: bool,
 }

@@ -406,6 +406,11 @@ pub fn inspect_windows(
                 )
             });
             win.drivers = services(sys, ccs);
+            win.fast_startup = dword_at(
+                sys,
+                &format!("{ccs}\\Control\\Session Manager\\Power"),
+                "HiberbootEnabled",
+            ) == Some(1);
             network = tcpip_interfaces(sys, ccs);
         }
         win.current_control_set = ccs;

@@ -271,6 +271,7 @@ fn check_os(os: &OsReport, e: &Expected, ctx: &str) {
             assert_eq!(d.and_then(|d| d.start), Some(0), "{ctx}: {s} boot start");
         }
         assert_eq!(r.hibernated, w.hibernated, "{ctx}: hibernated");
+        assert_eq!(r.fast_startup, w.fast_startup, "{ctx}: fast startup");
     }
 }
 
