@@ -70,7 +70,7 @@ mod tests {
             let at = usize::try_from(x % len).unwrap_or(0);
             match x % 5 {
                 0 => v.truncate(at),
-                1 => v.insert(at, (x >> 8) as u8),
+                1 => v.insert(at, x.to_le_bytes()[1]),
                 2 if at < v.len() => v[at] ^= 1 << (x % 8),
                 3 if at < v.len() => {
                     v[at] = b"\n=\"'/\\ #[]{}:-"[usize::try_from((x >> 16) % 14).unwrap_or(0)]
