@@ -448,6 +448,7 @@ pub(crate) mod tests {
             size,
             mtime: 0,
             nextents,
+            realtime: false,
             data_fork,
         }
     }

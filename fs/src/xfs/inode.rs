@@ -19,6 +19,8 @@ const CORE_LEN_V2: usize = 100;
 pub(crate) const CORE_LEN_V3: usize = 176;
 /// Byte offset of `di_crc` in a version 3 core.
 const DI_CRC_OFFSET: usize = 100;
+/// `XFS_DIFLAG_REALTIME` in `di_flags`.
+const DIFLAG_REALTIME: u16 = 1 << 0;
 /// `XFS_DIFLAG2_BIGTIME`: timestamps are 64-bit nanoseconds.
 const DIFLAG2_BIGTIME: u64 = 1 << 3;
 /// `XFS_DIFLAG2_NREXT64`: `di_big_nextents` holds the data fork extent count.
@@ -109,6 +111,8 @@ pub struct Inode {
     pub mtime: i64,
     /// Number of data fork extents the core claims.
     pub nextents: u64,
+    /// `XFS_DIFLAG_REALTIME`: the data lives on the realtime device, which we do not read.
+    pub realtime: bool,
     /// The data fork's bytes (the literal area up to the attribute fork).
     pub data_fork: Vec<u8>,
 }
@@ -290,6 +294,7 @@ impl Inode {
             size,
             mtime: decode_time(raw.di_mtime.get(), bigtime),
             nextents,
+            realtime: raw.di_flags.get() & DIFLAG_REALTIME != 0,
             data_fork,
         })
     }
@@ -338,6 +343,11 @@ mod tests {
         assert_eq!((i.uid, i.gid, i.nlink, i.size), (1000, 100, 1, 6));
         assert_eq!(i.mtime, 5);
         assert_eq!(i.nextents, 1);
+        assert!(!i.realtime);
+        let mut b = good_inode();
+        b[91] |= 1; // di_flags REALTIME
+        reseal(&mut b);
+        assert!(Inode::parse(&sb(), 131, 0x1000, &b, true).unwrap().realtime);
         assert_eq!(i.data_fork.len(), 512 - 176);
     }
 

@@ -20,8 +20,9 @@
 //!
 //! CRC32c of the superblock, inodes, btree, directory and symlink blocks is verified by default
 //! ([`XfsOptions::verify_crc`]). The log is never replayed: a filesystem that was not cleanly
-//! unmounted is read as it is on disk, as `xfs_db -r` would. Realtime devices, attribute forks
-//! and quota are ignored.
+//! unmounted is read as it is on disk, as `xfs_db -r` would. Attribute forks and quota are
+//! ignored; files on a realtime device are refused as unsupported. Unknown read-only-compatible
+//! and log-incompatible features are ignored, because we neither write nor replay the log.
 //!
 //! # Example
 //! ```no_run
@@ -329,6 +330,12 @@ impl FsRead for XfsFs {
     fn read_at(&self, path: &GuestPath, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let inode = self.walk(path)?;
         match inode.file_type {
+            FileType::Regular if inode.realtime => {
+                return Err(Error::unsupported(
+                    "xfs feature",
+                    format!("realtime file (inode {})", inode.ino),
+                ));
+            }
             FileType::Regular => {}
             FileType::Directory => {
                 return Err(Error::IsADirectory {
