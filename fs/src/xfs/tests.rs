@@ -218,7 +218,6 @@ fn check_tree(img: &Path, huge_entries: usize, ftype: bool) {
     let info = fs.info();
     assert_eq!(info.kind, FsKind::Xfs);
     assert_eq!(info.case, CaseSensitivity::Sensitive);
-    assert_eq!(info.label, None);
     let blkid = Command::new("xfs_db")
         .args(["-r", "-c", "uuid"])
         .arg(img)
@@ -346,6 +345,7 @@ fn v5_image_matches_xfs_db() {
     let fs = open_file(&img);
     assert_eq!(fs.superblock().version, super::superblock::SbVersion::V5);
     assert!(fs.superblock().has_bigtime);
+    assert_eq!(fs.info().label, None);
     // The forms this test is meant to cover really occur.
     let fmt = |path: &str| fs.walk(&p(path)).unwrap().format;
     use super::inode::ForkFormat;
@@ -398,13 +398,14 @@ fn v5_variants_match_xfs_db() {
     let img = mkfs(
         dir.path(),
         "dir8k.img",
-        &["-n", "size=8192", "-i", "nrext64=1"],
+        &["-n", "size=8192", "-i", "nrext64=1", "-L", "rhel-root"],
         3000,
         "300m",
     );
     let fs = open_file(&img);
     assert_eq!(fs.superblock().dirblklog, 1);
     assert!(fs.superblock().has_nrext64);
+    assert_eq!(fs.info().label.as_deref(), Some("rhel-root"));
     check_tree(&img, 3000, true);
     // 1 KiB blocks: directory blocks hold fewer entries; more btree levels.
     let img = mkfs(dir.path(), "b1k.img", &["-b", "size=1024"], 1000, "300m");
