@@ -532,6 +532,10 @@ fn ubuntu2204_uefi() {
     check_image("ubuntu2204-uefi");
 }
 #[test]
+fn ubuntu2204_mbr_uefi() {
+    check_image("ubuntu2204-mbr-uefi");
+}
+#[test]
 fn sles15_btrfs() {
     check_image("sles15-btrfs");
 }
@@ -691,7 +695,7 @@ fn expected_facts_are_consistent() {
             assert_eq!(hibr, w.hibernated, "{}", e.name);
         }
     }
-    assert_eq!(crate::names().len(), 10);
+    assert_eq!(crate::names().len(), 11);
     assert!(
         matches!(crate::build("nope"), Err(Error::UnknownImage { ref name, .. }) if name == "nope")
     );

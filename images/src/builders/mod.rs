@@ -47,6 +47,11 @@ pub(crate) static BUILDERS: &[Builder] = &[
         plan: ubuntu2204::plan,
     },
     Builder {
+        source: ubuntu2204::SOURCE,
+        expected: &ubuntu2204::EXPECTED_MBR,
+        plan: ubuntu2204::plan_mbr,
+    },
+    Builder {
         source: sles15::SOURCE,
         expected: &sles15::EXPECTED,
         plan: sles15::plan,

@@ -17,7 +17,18 @@ const ROOT_UUID: &str = "f03b8d2e-91a6-4c57-b3e0-5d8c2a7f1e46";
 const KVER: &str = "5.15.0-105-generic";
 
 /// What inspection must find.
-pub(crate) static EXPECTED: Expected = Expected {
+pub(crate) static EXPECTED: Expected = UBUNTU;
+
+/// The same guest on an MBR disk whose ESP is a type-0xEF partition (UEFI firmware boots it; some
+/// hypervisors' converters produce this layout).
+pub(crate) static EXPECTED_MBR: Expected = Expected {
+    name: "ubuntu2204-mbr-uefi",
+    partition_table: "mbr",
+    disk_id: "0x22040e0f",
+    ..UBUNTU
+};
+
+const UBUNTU: Expected = Expected {
     name: "ubuntu2204-uefi",
     os_type: "linux",
     distro: "ubuntu",
@@ -107,7 +118,15 @@ UBUNTU_CODENAME=jammy
 
 /// The plan.
 pub(crate) fn plan() -> Result<Plan> {
-    let e = &EXPECTED;
+    plan_for(&EXPECTED)
+}
+
+/// The plan of the MBR variant.
+pub(crate) fn plan_mbr() -> Result<Plan> {
+    plan_for(&EXPECTED_MBR)
+}
+
+fn plan_for(e: &'static Expected) -> Result<Plan> {
     let nic = &e.network[0];
     let k = &e.kernels[0];
     let mut t = Tree::new();
@@ -210,8 +229,14 @@ pub(crate) fn plan() -> Result<Plan> {
     Ok(Plan {
         name: e.name,
         size_mib: 256,
-        table: Table::Gpt {
-            disk_guid: e.disk_id,
+        table: if e.partition_table == "mbr" {
+            Table::Mbr {
+                signature: 0x2204_0e0f,
+            }
+        } else {
+            Table::Gpt {
+                disk_guid: e.disk_id,
+            }
         },
         boot_code: BootCode::None,
         parts: vec![
