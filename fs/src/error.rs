@@ -63,6 +63,27 @@ pub enum Error {
         /// What is wrong with it.
         why: &'static str,
     },
+    /// Creating something whose name is taken.
+    #[error("{path}: already exists")]
+    AlreadyExists {
+        /// The guest path.
+        path: String,
+    },
+    /// Removing a directory that still has entries.
+    #[error("{path}: directory not empty")]
+    NotEmpty {
+        /// The guest path.
+        path: String,
+    },
+    /// The filesystem is in a state that makes writing unsafe (dirty, needs journal recovery,
+    /// hibernated); the caller may force it where the backend allows.
+    #[error("refusing to write {what}: {detail}")]
+    Unclean {
+        /// The filesystem or structure, such as `"fat volume"`.
+        what: &'static str,
+        /// What is wrong and what to do about it.
+        detail: String,
+    },
     /// A size or count limit was hit (a file too big to read whole, a huge directory).
     #[error("{what} exceeds the limit of {limit}")]
     LimitExceeded {
