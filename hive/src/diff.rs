@@ -109,3 +109,67 @@ pub fn diff_reg(old: &Hive, new: &Hive, prefix: &str) -> Result<String> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::HiveBuilder;
+    use crate::tests::{our_tree, utf16z};
+    use crate::{FileTime, ValueType};
+
+    const P: &str = r"HKEY_LOCAL_MACHINE\SYSTEM";
+
+    #[test]
+    fn identical_hives_give_the_header_only() {
+        let h = Hive::from_bytes(crate::tests::rich_builder().build()).unwrap();
+        assert_eq!(diff_reg(&h, &h, P).unwrap(), format!("{REG_HEADER}\n"));
+    }
+
+    #[test]
+    fn exact_text_and_round_trip() {
+        let old = HiveBuilder::new()
+            .value("A", "x", ValueType::Dword, &[1, 0, 0, 0])
+            .value("A", "y", ValueType::Sz, &utf16z("why"))
+            .value("A", "", ValueType::Sz, &utf16z("d"))
+            .value("A", "Same", ValueType::Binary, &[5])
+            .key(r"A\B\C")
+            .key(r"A\B2")
+            .key("D")
+            .build();
+        let mut w = Hive::from_bytes(old.clone()).unwrap().into_mut().unwrap();
+        w.set_timestamp(FileTime(1));
+        w.set_value("a", "X", ValueType::Dword, &[2, 0, 0, 0])
+            .unwrap();
+        w.delete_value("A", "y").unwrap();
+        w.delete_value("A", "").unwrap();
+        w.set_value("A", "z\"q", ValueType::Binary, &[9]).unwrap();
+        // Same data under another case: not a change.
+        w.set_value("A", "SAME", ValueType::Binary, &[5]).unwrap();
+        w.delete_key(r"A\B").unwrap();
+        w.create_key(r"E\F").unwrap();
+        w.set_value("E", "n", ValueType::Other(0x1000_0001), &[1, 2])
+            .unwrap();
+        let new = w.into_hive().unwrap();
+        let old = Hive::from_bytes(old).unwrap();
+        let d = diff_reg(&old, &new, P).unwrap();
+        assert_eq!(
+            d,
+            "Windows Registry Editor Version 5.00\n\
+             \n[-HKEY_LOCAL_MACHINE\\SYSTEM\\A\\B]\n\
+             \n[HKEY_LOCAL_MACHINE\\SYSTEM\\A]\n\"x\"=dword:00000002\n\"z\\\"q\"=hex:09\n\
+             \"y\"=-\n@=-\n\
+             \n[HKEY_LOCAL_MACHINE\\SYSTEM\\E]\n\"n\"=hex(10000001):01,02\n\
+             \n[HKEY_LOCAL_MACHINE\\SYSTEM\\E\\F]\n"
+        );
+        let mut w = Hive::from_bytes(old.as_bytes().to_vec())
+            .unwrap()
+            .into_mut()
+            .unwrap();
+        w.apply_reg(&d, P).unwrap();
+        assert_eq!(our_tree(&w.into_hive().unwrap()), our_tree(&new));
+        // And back.
+        let back = diff_reg(&new, &old, "").unwrap();
+        assert!(back.contains("\n[-E]\n"), "{back}");
+        assert!(back.contains("\n[A\\B\\C]\n"), "{back}");
+    }
+}

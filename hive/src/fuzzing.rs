@@ -79,3 +79,77 @@ pub fn fuzz_write(data: &[u8]) {
         let _ = crate::diff_reg(&before, &after, r"HKEY_LOCAL_MACHINE\SYSTEM");
     }
 }
+
+/// Parses `data` (lossily decoded as UTF-8) as a .reg file and applies it to a small hive
+/// under the prefix `HKEY_LOCAL_MACHINE\SYSTEM`, then re-reads the result. Must never panic.
+pub fn fuzz_reg(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = crate::parse_reg(&text);
+    let Ok(mut w) = Hive::from_bytes(small_hive()).and_then(Hive::into_mut) else {
+        return;
+    };
+    if w.apply_reg(&text, r"HKEY_LOCAL_MACHINE\SYSTEM").is_ok()
+        && let Ok(h) = Hive::from_bytes(w.into_bytes())
+    {
+        exercise(&h);
+    }
+}
+
+/// A minimal valid hive (base block, one bin with an "sk" cell and a root "nk"), built here
+/// so the harness does not need the test kit.
+pub(crate) fn small_hive() -> Vec<u8> {
+    use crate::base_block::{BASE_BLOCK_SIZE, checksum};
+    let mut f = vec![0u8; BASE_BLOCK_SIZE + 4096];
+    let mut put = |at: usize, b: &[u8]| {
+        if let Some(d) = f.get_mut(at..at + b.len()) {
+            d.copy_from_slice(b);
+        }
+    };
+    put(0, b"regf");
+    for (at, v) in [
+        (4, 1u32),
+        (8, 1),
+        (20, 1),
+        (24, 5),
+        (32, 1),
+        (36, 0x50),
+        (40, 4096),
+    ] {
+        put(at, &v.to_le_bytes());
+    }
+    let bin = BASE_BLOCK_SIZE;
+    put(bin, b"hbin");
+    put(bin + 8, &4096u32.to_le_bytes());
+    // "sk" cell at 0x20: 48 bytes, self-linked, one reference, a 20-byte NULL-DACL descriptor.
+    let sk = bin + 0x20;
+    put(sk, &(-48i32).to_le_bytes());
+    put(sk + 4, b"sk");
+    for (at, v) in [(8, 0x20u32), (12, 0x20), (16, 1), (20, 20)] {
+        put(sk + at, &v.to_le_bytes());
+    }
+    put(sk + 24, &[1, 0, 0x04, 0x80]);
+    // Root "nk" cell at 0x50: 80 + 4 ("ROOT") bytes, rounded to 88.
+    let nk = bin + 0x50;
+    put(nk, &(-88i32).to_le_bytes());
+    put(nk + 4, b"nk");
+    put(nk + 6, &0x2cu16.to_le_bytes());
+    for (at, v) in [
+        (20, u32::MAX),
+        (32, u32::MAX),
+        (36, u32::MAX),
+        (44, u32::MAX),
+    ] {
+        put(nk + at, &v.to_le_bytes());
+    }
+    put(nk + 48, &0x20u32.to_le_bytes());
+    put(nk + 52, &u32::MAX.to_le_bytes());
+    put(nk + 76, &4u16.to_le_bytes());
+    put(nk + 80, b"ROOT");
+    // The rest of the bin is one free cell.
+    put(bin + 0xa8, &(4096i32 - 0xa8).to_le_bytes());
+    let sum = checksum(&f);
+    if let Some(d) = f.get_mut(508..512) {
+        d.copy_from_slice(&sum.to_le_bytes());
+    }
+    f
+}

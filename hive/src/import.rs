@@ -344,3 +344,295 @@ impl HiveMut {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::HiveBuilder;
+    use crate::tests::{multi, our_tree, utf16z as z};
+    use crate::{Hive, HiveMut};
+
+    const P: &str = r"HKEY_LOCAL_MACHINE\SYSTEM";
+
+    fn set(key: &str, name: &str, kind: ValueType, data: &[u8]) -> RegChange {
+        RegChange::SetValue {
+            key: key.to_owned(),
+            name: name.to_owned(),
+            kind,
+            data: data.to_vec(),
+        }
+    }
+
+    #[test]
+    fn every_syntax() {
+        let text = "\u{feff}Windows Registry Editor Version 5.00\r\n\r\n; a comment\r\n\
+            [HKEY_LOCAL_MACHINE\\SYSTEM\\A]\r\n\
+            @=\"default\"\r\n\
+            \"s\"=\"q\\\"uote\\\\back\\nslash\"\r\n\
+            \"d\" = dword:0000002a\r\n\
+            \"q\"=qword:0102030405060708\r\n\
+            \"b\"=hex:01,02,\\\r\n  03,04\r\n\
+            \"none\"=hex(0):\r\n\
+            \"dev\"=hex(ffff0012):61,00,00,00,\r\n\
+            \"x\"=hex(2):41,00,00,00\r\n\
+            \"gone\"=-\r\n\
+            @=-\r\n\
+            \r\n[-HKEY_LOCAL_MACHINE\\SYSTEM\\B]\r\n";
+        let k = r"HKEY_LOCAL_MACHINE\SYSTEM\A";
+        assert_eq!(
+            parse_reg(text).unwrap(),
+            vec![
+                RegChange::CreateKey { key: k.to_owned() },
+                set(k, "", ValueType::Sz, &z("default")),
+                set(k, "s", ValueType::Sz, &z(r#"q"uote\back\nslash"#)),
+                set(k, "d", ValueType::Dword, &42u32.to_le_bytes()),
+                set(
+                    k,
+                    "q",
+                    ValueType::Qword,
+                    &0x0102_0304_0506_0708u64.to_le_bytes()
+                ),
+                set(k, "b", ValueType::Binary, &[1, 2, 3, 4]),
+                set(k, "none", ValueType::None, &[]),
+                set(k, "dev", ValueType::Other(0xffff_0012), &[0x61, 0, 0, 0]),
+                set(k, "x", ValueType::ExpandSz, &[0x41, 0, 0, 0]),
+                RegChange::DeleteValue {
+                    key: k.to_owned(),
+                    name: "gone".to_owned()
+                },
+                RegChange::DeleteValue {
+                    key: k.to_owned(),
+                    name: String::new()
+                },
+                RegChange::DeleteKey {
+                    key: r"HKEY_LOCAL_MACHINE\SYSTEM\B".to_owned()
+                },
+            ]
+        );
+        assert_eq!(parse_reg("REGEDIT4\n\n[X]\n").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn each_syntax_error() {
+        let h = "Windows Registry Editor Version 5.00\n";
+        for (text, want) in [
+            ("", "the .reg text is empty".to_owned()),
+            (
+                "\n REGEDIT5\n",
+                format!(
+                    "line 2: \"REGEDIT5\" is not a .reg header ({REG_HEADER:?} or \"REGEDIT4\")"
+                ),
+            ),
+            ("[A\n", "line 2: key line has no closing ]".to_owned()),
+            ("[-\\]\n", "line 2: key name is empty".to_owned()),
+            (
+                "\"v\"=-\n",
+                "line 2: value line before any [key] line".to_owned(),
+            ),
+            (
+                "[-A]\n\"v\"=-\n",
+                "line 3: value line in the [-A] section".to_owned(),
+            ),
+            (
+                "[A]\nv=-\n",
+                "line 3: \"v=-\" is neither a key nor a value line".to_owned(),
+            ),
+            (
+                "[A]\n\"v\"-\n",
+                "line 3: value name is not followed by =".to_owned(),
+            ),
+            (
+                "[A]\n\"v=-\n",
+                "line 3: string has no closing quote".to_owned(),
+            ),
+            (
+                "[A]\n\"v\"=\"s\" x\n",
+                "line 3: \" x\" after the closing quote".to_owned(),
+            ),
+            (
+                "[A]\n\"v\"=dword:123456789\n",
+                "line 3: dword \"123456789\" is not 1 to 8 hex digits".to_owned(),
+            ),
+            (
+                "[A]\n\"v\"=qword:\n",
+                "line 3: qword \"\" is not 1 to 16 hex digits".to_owned(),
+            ),
+            (
+                "[A]\n\"v\"=hex(7:00\n",
+                "line 3: hex( is not followed by a type number and ):".to_owned(),
+            ),
+            (
+                "[A]\n\"v\"=hex(123456789):00\n",
+                "line 3: type \"123456789\" is not 1 to 8 hex digits".to_owned(),
+            ),
+            (
+                "[A]\n\"v\"=hex:0g\n",
+                "line 3: \"0g\" is not a hex byte".to_owned(),
+            ),
+            (
+                "[A]\n\"v\"=hex:01,,02\n",
+                "line 3: \"\" is not a hex byte".to_owned(),
+            ),
+            (
+                "[A]\n\"v\"=hex:01,\\\n",
+                "line 3: hex data continues past the end of the text".to_owned(),
+            ),
+            (
+                "[A]\n\"v\"=hexx\n",
+                "line 3: cannot read value data \"hexx\"".to_owned(),
+            ),
+            (
+                "[A]\n\"v\"=str:\"x\"\n",
+                "line 3: cannot read value data \"str:\\\"x\\\"\"".to_owned(),
+            ),
+        ] {
+            let full = if text.is_empty() || text.starts_with('\n') {
+                text.to_owned()
+            } else {
+                format!("{h}{text}")
+            };
+            let e = parse_reg(&full).unwrap_err();
+            assert!(matches!(e, Error::Usage(_)), "{e:?}");
+            assert_eq!(e.to_string(), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn prefixes() {
+        assert_eq!(
+            relative(r"HKEY_LOCAL_MACHINE\SYSTEM\A\b", P).unwrap(),
+            r"A\b"
+        );
+        assert_eq!(relative(r"hklm\system\A", P).unwrap(), "A");
+        assert_eq!(relative(r"HKEY_LOCAL_MACHINE\SYSTEM", P).unwrap(), "");
+        assert_eq!(relative(r"A\B", "").unwrap(), r"A\B");
+        assert_eq!(
+            relative(r"HKEY_LOCAL_MACHINE\SOFTWARE\A", P)
+                .unwrap_err()
+                .to_string(),
+            r#"key "HKEY_LOCAL_MACHINE\\SOFTWARE\\A" is not below the hive root "HKEY_LOCAL_MACHINE\\SYSTEM""#
+        );
+        assert!(relative("HKEY_LOCAL_MACHINE", P).is_err());
+    }
+
+    fn writer() -> HiveMut {
+        let bytes = HiveBuilder::new()
+            .value("Old", "keep", ValueType::Dword, &[1, 0, 0, 0])
+            .value("Old", "drop", ValueType::Dword, &[2, 0, 0, 0])
+            .key(r"Old\Sub\Deep")
+            .build();
+        Hive::from_bytes(bytes).unwrap().into_mut().unwrap()
+    }
+
+    #[test]
+    fn apply_in_file_order_and_refuse_atomically() {
+        let mut w = writer();
+        let text = "Windows Registry Editor Version 5.00\n\n\
+            [HKLM\\SYSTEM\\New\\Deeper]\n\"s\"=\"x\"\n\
+            [-HKEY_LOCAL_MACHINE\\SYSTEM\\Old\\Sub]\n\
+            [HKEY_LOCAL_MACHINE\\SYSTEM\\Old]\n\"drop\"=-\n\"absent\"=-\n@=hex(7):61,00,00,00,00,00\n\
+            [-HKEY_LOCAL_MACHINE\\SYSTEM\\Never]\n\
+            [HKEY_LOCAL_MACHINE\\SYSTEM\\Gone]\n[-HKEY_LOCAL_MACHINE\\SYSTEM\\Gone]\n";
+        assert_eq!(w.apply_reg(text, P).unwrap(), 10);
+        let hive = w.into_hive().unwrap();
+        let tree = our_tree(&hive);
+        let keys: Vec<&str> = tree.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["", "New", r"New\Deeper", "Old"]);
+        assert_eq!(tree[r"New\Deeper"], [("s".to_owned(), 1, z("x"))]);
+        assert_eq!(
+            tree["Old"],
+            [
+                (String::new(), 7, multi(&["a"])),
+                ("keep".to_owned(), 4, vec![1, 0, 0, 0])
+            ]
+        );
+
+        // A bad change anywhere leaves the hive as it was.
+        let mut w = writer();
+        let before = w.hive().as_bytes().to_vec();
+        let long = "k".repeat(256);
+        for (text, want) in [
+            (
+                format!("{REG_HEADER}\n[{P}\\A]\n[{P}\\{long}]\n"),
+                "key name is 256 UTF-16 units long, more than the limit of 255".to_owned(),
+            ),
+            (
+                format!("{REG_HEADER}\n[{P}\\A]\n[-{P}]\n"),
+                "the root key cannot be deleted".to_owned(),
+            ),
+            (
+                format!(
+                    "{REG_HEADER}\n[{P}\\A]\n\"{}\"=-\n[{P}\\B]\n\"{}\"=dword:1\n",
+                    "v",
+                    "v".repeat(16_384)
+                ),
+                "value name is 16384 UTF-16 units long, more than the limit of 16383".to_owned(),
+            ),
+            (
+                format!("{REG_HEADER}\n[{P}\\A]\n[HKEY_USERS\\A]\n"),
+                r#"key "HKEY_USERS\\A" is not below the hive root "HKEY_LOCAL_MACHINE\\SYSTEM""#
+                    .to_owned(),
+            ),
+        ] {
+            assert_eq!(w.apply_reg(&text, P).unwrap_err().to_string(), want);
+            assert_eq!(w.hive().as_bytes(), before.as_slice());
+            assert!(!w.is_modified());
+        }
+    }
+
+    /// regashii reads typical files like we do (it cannot carry type numbers over 0xff).
+    #[test]
+    fn agrees_with_regashii_on_typical_files() {
+        let text = "Windows Registry Editor Version 5.00\n\n\
+            [HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Services\\viostor]\n\
+            \"Type\"=dword:00000001\n\"Group\"=\"SCSI miniport\"\n\
+            \"ImagePath\"=hex(2):73,00,79,00,73,00,00,00\n\
+            \"Owners\"=hex(7):61,00,00,00,62,00,00,00,00,00\n\
+            \"Bin\"=hex:de,ad,\\\n  be,ef\n\"Q\"=hex(b):01,00,00,00,00,00,00,00\n\"Old\"=-\n\n\
+            [-HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Services\\Gone]\n";
+        let theirs = regashii::Registry::deserialize(text).unwrap();
+        let ours = parse_reg(text).unwrap();
+        let mut n = 0;
+        for c in &ours {
+            match c {
+                RegChange::CreateKey { key } => {
+                    let k = &theirs.keys()[&regashii::KeyName::new(key)];
+                    assert_eq!(k.kind(), regashii::KeyKind::Add);
+                }
+                RegChange::DeleteKey { key } => {
+                    let k = &theirs.keys()[&regashii::KeyName::new(key)];
+                    assert_eq!(k.kind(), regashii::KeyKind::Delete);
+                }
+                RegChange::SetValue {
+                    key,
+                    name,
+                    kind,
+                    data,
+                } => {
+                    let k = &theirs.keys()[&regashii::KeyName::new(key)];
+                    let v = &k.values()[&regashii::ValueName::named(name)];
+                    let (tk, td) = match v {
+                        regashii::Value::Sz(s) => (1, z(s)),
+                        regashii::Value::ExpandSz(s) => (2, z(s)),
+                        regashii::Value::Binary(b) => (3, b.clone()),
+                        regashii::Value::Dword(d) => (4, d.to_le_bytes().to_vec()),
+                        regashii::Value::MultiSz(m) => {
+                            let parts: Vec<&str> = m.iter().map(String::as_str).collect();
+                            (7, multi(&parts))
+                        }
+                        regashii::Value::Qword(q) => (11, q.to_le_bytes().to_vec()),
+                        other => panic!("{other:?}"),
+                    };
+                    assert_eq!((kind.raw(), data), (tk, &td), "{name}");
+                    n += 1;
+                }
+                RegChange::DeleteValue { key, name } => {
+                    let k = &theirs.keys()[&regashii::KeyName::new(key)];
+                    let v = &k.values()[&regashii::ValueName::named(name)];
+                    assert_eq!(v, &regashii::Value::Delete);
+                }
+            }
+        }
+        assert_eq!(n, 6);
+    }
+}

@@ -253,7 +253,8 @@ impl HiveMut {
         })
     }
 
-    /// The hive as edited so far, for reading.
+    /// The hive as edited so far, for reading. Its bytes form a valid file at every point
+    /// (with the sequence numbers from before the edits).
     #[must_use]
     pub fn hive(&self) -> &Hive {
         &self.hive
@@ -554,6 +555,13 @@ impl HiveMut {
         self.hive.cells.grow(total as usize);
         self.hive.cells.bins += 1;
         self.hive.base.hive_bins_data_size = total;
+        // Keep the held bytes a readable file: the size field and checksum follow the growth
+        // (the sequence numbers change only in `into_bytes`).
+        if let Some(header) = self.hive.data.get_mut(..BASE_BLOCK_SIZE) {
+            header[40..44].copy_from_slice(&total.to_le_bytes());
+            let sum = checksum(header);
+            header[508..512].copy_from_slice(&sum.to_le_bytes());
+        }
         self.write_size(cell, i32::try_from(size).unwrap_or(i32::MAX))?;
         self.hive.cells.set_cell(cell, false);
         self.free.insert(cell, size);

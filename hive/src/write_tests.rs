@@ -546,6 +546,17 @@ mod model {
         }
     }
 
+    /// The tree with key paths and value names upper-cased.
+    fn fold(t: Tree) -> Tree {
+        t.into_iter()
+            .map(|(k, vals)| {
+                let mut vals: Vec<_> = vals.into_iter().map(|(n, t, d)| (up(&n), t, d)).collect();
+                vals.sort();
+                (up(&k), vals)
+            })
+            .collect()
+    }
+
     fn path() -> impl Strategy<Value = Vec<String>> {
         proptest::collection::vec(
             prop_oneof![
@@ -629,6 +640,13 @@ mod model {
             prop_assert_eq!(our_tree(w.hive()), m.tree());
             let out = w.into_bytes();
             check(&out, &m.tree());
+            // The .reg diff from the start to the end state, applied to the start, gives the end.
+            let end = Hive::from_bytes(out).unwrap();
+            let diff = crate::diff_reg(&start, &end, PREFIX).unwrap();
+            let mut again = open(start.as_bytes().to_vec());
+            again.apply_reg(&diff, PREFIX).unwrap();
+            // Names are compared ignoring case: a diff does not carry a change of case alone.
+            prop_assert_eq!(fold(our_tree(&again.into_hive().unwrap())), fold(m.tree()));
         }
     }
 }
@@ -764,5 +782,48 @@ fn fuzz_write_never_panics() {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     for i in 0..1000 {
         crate::fuzzing::fuzz_write(&mutate(&mut rng, &seeds[i % seeds.len()]));
+    }
+}
+
+#[test]
+fn fuzz_reg_never_panics() {
+    // The harness's own hive is valid and takes the seed.
+    let small = crate::fuzzing::small_hive();
+    let hive = Hive::from_bytes(small.clone()).unwrap();
+    assert_eq!(hive.root().unwrap().name(), "ROOT");
+    assert_eq!(
+        hive.root().unwrap().security_descriptor().unwrap().len(),
+        20
+    );
+    let seed = "Windows Registry Editor Version 5.00\n\n\
+        [HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Services\\viostor]\n\
+        \"Type\"=dword:00000001\n\"Group\"=\"SCSI miniport\"\n@=\"d\"\n\
+        \"ImagePath\"=hex(2):73,00,79,00,73,00,00,00\n\
+        \"Owners\"=hex(7):61,00,00,00,62,00,00,00,00,00\n\
+        \"Dev\"=hex(ffff0012):de,ad,\\\n  be,ef\n\"Q\"=qword:1\n\"Old\"=-\n\n\
+        [-HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Services\\viostor\\Gone]\n\
+        [HKLM\\SYSTEM\\A\\B]\n";
+    let mut w = open(small);
+    assert_eq!(w.apply_reg(seed, PREFIX).unwrap(), 11);
+    assert!(w.into_hive().unwrap().open_path(r"A\B").unwrap().is_some());
+    crate::fuzzing::fuzz_reg(seed.as_bytes());
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let seed = seed.as_bytes();
+    for _ in 0..1000 {
+        let mut m = seed.to_vec();
+        if rng.below(4) == 0 {
+            m.truncate(rng.below(seed.len() + 1));
+        } else {
+            for _ in 0..=rng.below(6) {
+                let at = rng.below(m.len());
+                m[at] = match rng.below(4) {
+                    0 => b'\\',
+                    1 => b'"',
+                    2 => b"[]=-,:\n"[rng.below(7)],
+                    _ => u8::try_from(rng.next() & 0xff).unwrap(),
+                };
+            }
+        }
+        crate::fuzzing::fuzz_reg(&m);
     }
 }
