@@ -1,22 +1,36 @@
-//! Windows registry hives ("regf" files): reading, walking and .reg export.
+//! Windows registry hives ("regf" files): reading, walking, writing, .reg export, import and
+//! diff.
 //!
-//! This is our own parser of the regf format, written from the public format descriptions
-//! (Maxim Suhanov's "Windows registry file format specification" and libyal's REGF notes), not a
-//! binding to libhivex, because:
+//! This is our own implementation of the regf format, written from the public format
+//! descriptions (Maxim Suhanov's "Windows registry file format specification" and libyal's REGF
+//! notes), not a binding to libhivex, because:
 //!
 //! - hive files come from untrusted guest disks, and this crate gives the guarantees of the
 //!   workspace's house style to every byte: no panics, every loop, recursion and allocation
 //!   bounded (see the `MAX_*` constants), each error naming the damaged structure and its offset;
+//! - the writer ([`HiveMut`]) stands on the same parser we test and fuzz: every edit first reads
+//!   the structures it changes through the checked read path, so it never builds on bytes the
+//!   reader would refuse;
 //! - it keeps C code out of the process;
-//! - it is the base of our own hive writer (the test kit already lays out valid hives).
+//! - it gives exact control of what is written: which cells are reused, how subkey lists are
+//!   split, that new keys inherit their parent's security cell, how big data is segmented, and
+//!   that unknown base block fields are kept byte for byte.
 //!
-//! libhivex (`hivexregedit`, `hivexsh`) stays in the tests as an oracle: our walk and export are
-//! compared with its output on synthetic hives and on a real Windows SYSTEM hive.
+//! libhivex (`hivexregedit`, `hivexsh`) stays in the tests as the oracle: our walk, our export
+//! and every hive we write are compared with its view, on synthetic hives, on random edit
+//! sequences and on a real Windows SYSTEM hive.
 //!
 //! Dirty hives (interrupted writes, with data still in the `.LOG1`/`.LOG2` files) are refused by
 //! [`Hive::from_bytes`] with [`Error::Dirty`]; [`Hive::open_with_logs`] replays the logs (new format
 //! with entries verified by their Marvin32 hashes; old "DIRT" format by base block checks), and
-//! [`HiveOptions::allow_dirty`] reads the primary file as it is.
+//! [`HiveOptions::allow_dirty`] reads the primary file as it is. Only a clean (or replayed) hive
+//! can be written: [`Hive::into_mut`] refuses a dirty one.
+//!
+//! Writing: [`HiveMut::create_key`], [`HiveMut::set_value`] (any type number),
+//! [`HiveMut::delete_value`], [`HiveMut::delete_key`], [`HiveMut::apply_reg`] (a .reg file, all
+//! or nothing), then [`HiveMut::into_bytes`]. [`diff_reg`] writes the .reg text that turns one
+//! state of a hive into another; [`parse_reg`] lists a .reg file's changes without applying
+//! them (for dry runs).
 //!
 //! ```
 //! # fn main() -> Result<(), hive::Error> {
@@ -29,6 +43,21 @@
 //! assert_eq!(start, Some(0));
 //! let reg = key.export_reg(r"HKEY_LOCAL_MACHINE\SYSTEM\ControlSet001\Services\viostor")?;
 //! assert!(reg.contains("\"Start\"=dword:00000000"));
+//!
+//! // Write: a new value through a .reg import, then the diff between the two states.
+//! let mut w = hive::Hive::from_bytes(hive.as_bytes().to_vec())?.into_mut()?;
+//! w.apply_reg(
+//!     "Windows Registry Editor Version 5.00\n\n\
+//!      [HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Services\\viostor]\n\"Type\"=dword:00000001\n",
+//!     r"HKEY_LOCAL_MACHINE\SYSTEM",
+//! )?;
+//! let after = hive::Hive::from_bytes(w.into_bytes())?;
+//! let diff = hive::diff_reg(&hive, &after, r"HKLM\SYSTEM")?;
+//! assert_eq!(
+//!     diff,
+//!     "Windows Registry Editor Version 5.00\n\n\
+//!      [HKLM\\SYSTEM\\ControlSet001\\Services\\viostor]\n\"Type\"=dword:00000001\n"
+//! );
 //! # Ok(())
 //! # }
 //! ```

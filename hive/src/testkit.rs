@@ -2,8 +2,8 @@
 //!
 //! [`HiveBuilder`] lays out a complete, valid regf file from a key tree: base block, hive bins,
 //! "nk", "sk", "vk", values lists, subkey lists of a chosen kind (including "ri" index roots),
-//! data cells and "db" big data. It is the seed of the future writer; libhivex accepts its output
-//! (see the tests). Test code: it panics on impossible layouts instead of returning errors.
+//! data cells and "db" big data, in one pass from a spec (the writer, [`crate::HiveMut`],
+//! edits hives in place instead); libhivex accepts its output (see the tests). Test code: it panics on impossible layouts instead of returning errors.
 
 use crate::base_block::{BASE_BLOCK_SIZE, checksum};
 use crate::key_value::{BIG_DATA_SEGMENT, Value, ValueType};

@@ -735,8 +735,65 @@ fn real_system_hive_gets_viostor() {
     if let (Some(theirs_before), Some(theirs_after)) =
         (hivex_tree(&bytes), hivex_tree(&after_bytes))
     {
-        assert_eq!(theirs_before, our_tree(&before));
-        assert_eq!(theirs_after, want);
+        assert_tree_eq(&theirs_before, &our_tree(&before), "hivex before");
+        assert_tree_eq(&theirs_after, &want, "hivex after");
+        // Spelled out: no key or value disappeared or changed, and the added ones are exactly
+        // the intended ones.
+        let mut added: BTreeMap<&str, Vec<&(String, u32, Vec<u8>)>> = BTreeMap::new();
+        for (k, vals) in &theirs_after {
+            match theirs_before.get(k) {
+                None => {
+                    added.insert(k, vals.iter().collect());
+                }
+                Some(old) => {
+                    assert!(old.iter().all(|v| vals.contains(v)), "{k}");
+                    let new: Vec<_> = vals.iter().filter(|v| !old.contains(v)).collect();
+                    if !new.is_empty() {
+                        added.insert(k, new);
+                    }
+                }
+            }
+        }
+        assert!(theirs_before.keys().all(|k| theirs_after.contains_key(k)));
+        let mut intended_map: BTreeMap<&str, Vec<(String, u32, Vec<u8>)>> = BTreeMap::new();
+        intended_map.insert(r"ControlSet001\Services\viostor\Parameters", vec![]);
+        for (k, n, t, d) in &intended {
+            intended_map
+                .entry(k)
+                .or_default()
+                .push(((*n).to_owned(), t.raw(), d.clone()));
+        }
+        for v in intended_map.values_mut() {
+            v.sort();
+        }
+        let added: BTreeMap<&str, Vec<(String, u32, Vec<u8>)>> = added
+            .into_iter()
+            .map(|(k, v)| (k, v.into_iter().cloned().collect()))
+            .collect();
+        assert_eq!(added, intended_map);
+    }
+    if tool("hivexsh") {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("SYSTEM");
+        std::fs::write(&path, &after_bytes).unwrap();
+        let script = dir.path().join("script");
+        std::fs::write(
+            &script,
+            "cd ControlSet001\\Services\\viostor\nlsval Start\nls\n",
+        )
+        .unwrap();
+        let out = std::process::Command::new("hivexsh")
+            .arg("-f")
+            .arg(&script)
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "0\nParameters\n");
     }
 
     // diff_reg of before/after is exactly the intended change.
