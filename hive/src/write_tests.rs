@@ -10,6 +10,9 @@ use crate::tests::{
 };
 use crate::{Error, FileTime, Hive, HiveMut, ValueType};
 
+/// One value as the trees hold it: name, type number, data.
+type Val = (String, u32, Vec<u8>);
+
 const PREFIX: &str = r"HKEY_LOCAL_MACHINE\SYSTEM";
 const T0: FileTime = FileTime(0x01db_0000_0000_0000);
 
@@ -739,7 +742,7 @@ fn real_system_hive_gets_viostor() {
         assert_tree_eq(&theirs_after, &want, "hivex after");
         // Spelled out: no key or value disappeared or changed, and the added ones are exactly
         // the intended ones.
-        let mut added: BTreeMap<&str, Vec<&(String, u32, Vec<u8>)>> = BTreeMap::new();
+        let mut added: BTreeMap<&str, Vec<&Val>> = BTreeMap::new();
         for (k, vals) in &theirs_after {
             match theirs_before.get(k) {
                 None => {
@@ -755,7 +758,7 @@ fn real_system_hive_gets_viostor() {
             }
         }
         assert!(theirs_before.keys().all(|k| theirs_after.contains_key(k)));
-        let mut intended_map: BTreeMap<&str, Vec<(String, u32, Vec<u8>)>> = BTreeMap::new();
+        let mut intended_map: BTreeMap<&str, Vec<Val>> = BTreeMap::new();
         intended_map.insert(r"ControlSet001\Services\viostor\Parameters", vec![]);
         for (k, n, t, d) in &intended {
             intended_map
@@ -766,7 +769,7 @@ fn real_system_hive_gets_viostor() {
         for v in intended_map.values_mut() {
             v.sort();
         }
-        let added: BTreeMap<&str, Vec<(String, u32, Vec<u8>)>> = added
+        let added: BTreeMap<&str, Vec<Val>> = added
             .into_iter()
             .map(|(k, v)| (k, v.into_iter().cloned().collect()))
             .collect();
