@@ -40,7 +40,7 @@ pub(crate) struct InspectArgs {
     json: bool,
 }
 
-fn parse_format(s: &str) -> Result<ImageFormat, String> {
+pub(crate) fn parse_format(s: &str) -> Result<ImageFormat, String> {
     match s {
         "raw" => Ok(ImageFormat::Raw),
         "qcow2" => Ok(ImageFormat::Qcow2),

@@ -5,6 +5,7 @@
 //! (for `inspect`: no operating system found), 2 usage or operational error. A broken pipe exits 0.
 
 mod gateway;
+mod guest_cmd;
 mod inspect_cmd;
 
 use std::io::Write;
@@ -36,6 +37,20 @@ enum Command {
     /// Report what is on a disk: partitions, filesystems, OS, firmware, bootloaders, drivers.
     #[command(long_about = inspect_cmd::LONG_ABOUT)]
     Inspect(inspect_cmd::InspectArgs),
+    /// List a guest directory: `rehost ls DISK:/etc`.
+    Ls(guest_cmd::GuestPathArgs),
+    /// Print a guest file: `rehost cat DISK:/etc/fstab`.
+    Cat(guest_cmd::GuestPathArgs),
+    /// Show a guest file's metadata: `rehost stat DISK:/etc/fstab`.
+    Stat {
+        #[command(flatten)]
+        target: guest_cmd::GuestPathArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore an image changed by rehost from its undo file, or discard the undo file.
+    Undo(guest_cmd::UndoArgs),
     /// Serve volumes and snapshots over NBD, and manage the volume store.
     Gateway(gateway::GatewayArgs),
 }
@@ -59,6 +74,10 @@ fn run() -> anyhow::Result<ExitCode> {
     init_logging(cli.verbose);
     match cli.command {
         Command::Inspect(args) => inspect_cmd::run(&args),
+        Command::Ls(args) => guest_cmd::ls(&args),
+        Command::Cat(args) => guest_cmd::cat(&args),
+        Command::Stat { target, json } => guest_cmd::stat(&target, json),
+        Command::Undo(args) => guest_cmd::undo(&args),
         Command::Gateway(args) => gateway::run(args),
     }
 }

@@ -44,6 +44,14 @@ pub enum Error {
     /// The disk itself could not be read.
     #[error("cannot read the disk")]
     Disk(#[from] disk::Error),
+    /// No readable filesystem is what the caller asked for.
+    #[error("no readable filesystem is {wanted} (readable: {readable})")]
+    NoFilesystem {
+        /// What was asked for.
+        wanted: String,
+        /// The devices with a readable filesystem, comma separated.
+        readable: String,
+    },
 }
 
 /// Name of the inspected disk in device names, as libguestfs names its first disk.
@@ -103,11 +111,7 @@ pub fn inspect(dev: SharedRead, source: &str, format: &str) -> Result<Report, Er
         }
     }
 
-    let mut devices = partition_devices(&dev, table.as_ref(), &mut findings);
-    add_lvm_devices(&mut devices, &mut findings);
-    for d in &mut devices {
-        probe_and_open(d, &mut findings);
-    }
+    let devices = scan_devices(&dev, table.as_ref(), &mut findings);
 
     let part_ids: Vec<(String, u64, Option<String>)> = devices
         .iter()
@@ -195,6 +199,77 @@ pub fn inspect(dev: SharedRead, source: &str, format: &str) -> Result<Report, Er
         bootloaders,
         operating_systems: oses,
         findings,
+    })
+}
+
+/// Partitions, logical volumes and their filesystems, probed and opened.
+fn scan_devices(
+    dev: &SharedRead,
+    table: Option<&PartitionTable>,
+    findings: &mut Vec<Finding>,
+) -> Vec<Device> {
+    let mut devices = partition_devices(dev, table, findings);
+    add_lvm_devices(&mut devices, findings);
+    for d in &mut devices {
+        probe_and_open(d, findings);
+    }
+    devices
+}
+
+/// A guest's files as the guest sees them: its root filesystem with fstab's mounts applied
+/// (Linux), or the system volume (Windows), or the one filesystem chosen by device name.
+pub struct GuestView {
+    /// The device whose filesystem is `/`.
+    pub root: String,
+    /// The filesystem tree.
+    pub fs: Mounts,
+    /// Names of every device with a readable filesystem, for error messages and `--device`.
+    pub devices: Vec<String>,
+}
+
+/// Opens the guest's files for reading. With `device`, that device's filesystem alone is `/`;
+/// otherwise the first operating system root found, with its mounts.
+///
+/// # Errors
+/// [`Error::Disk`] if the disk cannot be read; [`Error::NoFilesystem`] if no readable
+/// filesystem matches.
+pub fn guest_view(dev: SharedRead, device: Option<&str>) -> Result<GuestView, Error> {
+    let _: [u8; 512] = dev.read_array(0)?;
+    let mut findings = Vec::new();
+    let table = partition::read_table(&*dev).ok();
+    let devices = scan_devices(&dev, table.as_ref(), &mut findings);
+    let readable: Vec<String> = devices
+        .iter()
+        .filter(|d| d.fs.is_some())
+        .map(|d| d.report.name.clone())
+        .collect();
+    let chosen = devices.iter().find(|d| {
+        let Some(fs) = &d.fs else { return false };
+        match device {
+            Some(name) => d.report.name == name,
+            None => linux::is_linux_root(fs.as_ref()) || windows::systemroot(fs.as_ref()).is_some(),
+        }
+    });
+    let Some(d) = chosen else {
+        return Err(Error::NoFilesystem {
+            wanted: device.map_or_else(|| "an operating system root".to_owned(), str::to_owned),
+            readable: readable.join(", "),
+        });
+    };
+    let root = d.report.name.clone();
+    let fs = d.fs.clone().ok_or_else(|| Error::NoFilesystem {
+        wanted: root.clone(),
+        readable: readable.join(", "),
+    })?;
+    let mounts = if device.is_none() && linux::is_linux_root(fs.as_ref()) {
+        linux_mounts(fs, &devices, &root, &mut findings).0
+    } else {
+        Mounts::new(fs)
+    };
+    Ok(GuestView {
+        root,
+        fs: mounts,
+        devices: readable,
     })
 }
 
