@@ -365,6 +365,7 @@ image_tests! {
     rhel7_lvm => "rhel7-lvm",
     rhel9_uefi => "rhel9-uefi",
     ubuntu2204_uefi => "ubuntu2204-uefi",
+    ubuntu2204_mbr_uefi => "ubuntu2204-mbr-uefi",
     sles15_btrfs => "sles15-btrfs",
     win2008r2_bios => "win2008r2-bios",
     win2012r2_bios => "win2012r2-bios",
