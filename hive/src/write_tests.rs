@@ -611,6 +611,56 @@ mod model {
         ]
     }
 
+    /// 400 pseudo-random operations on one hive (lists grow into index roots and shrink, big
+    /// values come and go), checked against the model, our reader and hivex at the end.
+    #[test]
+    fn long_deterministic_sequence() {
+        let mut rng = Rng(0x0bad_5eed_1234_5678);
+        let comps = ["Alpha", "alpha", "Beta", "γάμμα", "Z9", "x", "Yy"];
+        let names = ["", "v", "V", "Wert", "ü", "ImagePath"];
+        let kinds = [0u32, 1, 2, 3, 4, 7, 11, 0xffff_0012, 0x1000_0001];
+        let mut w = open(HiveBuilder::new().build());
+        w.leaf_limit = 4;
+        let mut m = Model::new();
+        for _ in 0..400 {
+            let depth = rng.below(4);
+            let p: Vec<String> = (0..depth)
+                .map(|_| comps[rng.below(comps.len())].to_owned())
+                .collect();
+            let op = match rng.below(12) {
+                0..=3 => Op::Create(p),
+                4..=7 => {
+                    let len = match rng.below(10) {
+                        0 => 16_000 + rng.below(30_000),
+                        1..=3 => 12 + rng.below(300),
+                        _ => rng.below(12),
+                    };
+                    let b = u8::try_from(rng.next() & 0xff).unwrap();
+                    Op::Set(
+                        p,
+                        names[rng.below(names.len())].to_owned(),
+                        kinds[rng.below(kinds.len())],
+                        vec![b; len],
+                    )
+                }
+                8 => Op::DeleteValue(p, names[rng.below(names.len())].to_owned()),
+                9 | 10 => Op::DeleteKey(p),
+                _ => Op::Many(p, 1 + rng.below(25)),
+            };
+            apply(&mut w, &mut m, &op);
+        }
+        let tree = m.tree();
+        let values: usize = tree.values().map(Vec::len).sum();
+        println!("{} keys, {values} values", tree.len());
+        assert!(
+            tree.len() > 20 && values > 10,
+            "{} keys, {values} values",
+            tree.len()
+        );
+        assert_tree_eq(&our_tree(w.hive()), &tree, "during");
+        check(&w.into_bytes(), &tree);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(40))]
         #[test]
@@ -826,6 +876,29 @@ fn real_system_hive_gets_viostor() {
     let mut w = open(bytes);
     w.apply_reg(&diff, PREFIX).unwrap();
     assert_eq!(our_tree(&w.into_hive().unwrap()), want);
+
+    // Deleting it all again gives back the original tree and security reference counts.
+    let sk_refs = |h: &Hive, path: &str| {
+        let sk = h.open_path(path).unwrap().unwrap().security_offset();
+        let cell = h.cell(sk, "sk").unwrap();
+        (sk, u32::from_le_bytes(cell[12..16].try_into().unwrap()))
+    };
+    let services = r"ControlSet001\Services";
+    let pkgs = r"DriverDatabase\DriverPackages";
+    let refs_before = (sk_refs(&before, services), sk_refs(&before, pkgs));
+    let mut w = open(after_bytes);
+    assert!(w.delete_key(svc).unwrap());
+    assert!(w.delete_key(pkg).unwrap());
+    assert!(
+        w.delete_value(r"DriverDatabase\DriverInfFiles", "viostor.inf")
+            .unwrap()
+    );
+    let back = w.into_hive().unwrap();
+    assert_tree_eq(&our_tree(&back), &our_tree(&before), "deleted again");
+    assert_eq!(
+        (sk_refs(&back, services), sk_refs(&back, pkgs)),
+        refs_before
+    );
 }
 
 #[test]
