@@ -474,7 +474,10 @@ fn linux_mounts(
         }
         match dev {
             Some(d) if e.mountpoint != "/" => {
-                if let (Some(fs), Ok(at)) = (&d.fs, GuestPath::parse(e.mountpoint.as_bytes())) {
+                // A mountpoint that normalises to "/" ("/etc/..") must not replace the root.
+                if let (Some(fs), Ok(at)) = (&d.fs, GuestPath::parse(e.mountpoint.as_bytes()))
+                    && !at.is_root()
+                {
                     mounts.mount(at, fs.clone());
                 }
             }
