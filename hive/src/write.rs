@@ -84,7 +84,6 @@ mod sk {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug)]
 pub struct HiveMut {
     hive: Hive,
     /// Free cells: offset (relative to the hive bins data) → size.
@@ -92,6 +91,27 @@ pub struct HiveMut {
     now: u64,
     modified: bool,
     pub(crate) leaf_limit: usize,
+}
+
+impl std::fmt::Debug for HiveMut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Sizes only: the hive can be hundreds of MiB.
+        f.debug_struct("HiveMut")
+            .field("len", &self.hive.data.len())
+            .field("free_cells", &self.free.len())
+            .field("now", &FileTime(self.now))
+            .field("modified", &self.modified)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which way a security cell's reference count moves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Refs {
+    /// A new key uses the cell.
+    Acquire,
+    /// A deleted key no longer uses it.
+    Release,
 }
 
 /// What a transaction restores on error.
@@ -601,9 +621,9 @@ impl HiveMut {
 
     // ---- security ------------------------------------------------------------------------
 
-    /// Adds `delta` (+1 or −1) to the reference count of the "sk" cell at `off`; an "sk" cell
-    /// no key uses any more is unlinked from the list of security cells and freed.
-    fn sk_ref(&mut self, off: u32, up: bool) -> Result<()> {
+    /// Moves the reference count of the "sk" cell at `off` by one; an "sk" cell no key uses
+    /// any more is unlinked from the list of security cells and freed.
+    fn sk_ref(&mut self, off: u32, change: Refs) -> Result<()> {
         let cell = self.hive.cell(off, "sk cell")?;
         if cell.get(..2) != Some(b"sk".as_slice()) {
             return Err(Error::corrupt(
@@ -616,7 +636,7 @@ impl HiveMut {
             ));
         }
         let count = self.get_u32(off, sk::REFERENCE_COUNT, "sk cell")?;
-        let new = if up {
+        let new = if change == Refs::Acquire {
             count.checked_add(1)
         } else {
             count.checked_sub(1)
@@ -812,7 +832,7 @@ impl HiveMut {
                 format!("more than {MAX_SUBKEYS_PER_KEY} subkeys in one key"),
             ));
         }
-        self.sk_ref(security, true)?;
+        self.sk_ref(security, Refs::Acquire)?;
         let (stored, compressed) = stored_name(name);
         let mut rec = vec![0u8; NK_FIXED + stored.len()];
         rec[..2].copy_from_slice(b"nk");
@@ -1049,7 +1069,7 @@ impl HiveMut {
             self.free_cell(c)?;
         }
         for s in sks {
-            self.sk_ref(s, false)?;
+            self.sk_ref(s, Refs::Release)?;
         }
         Ok(true)
     }

@@ -665,7 +665,7 @@ mod model {
         #![proptest_config(ProptestConfig::with_cases(40))]
         #[test]
         fn random_edits_match_the_model_for_us_and_hivex(
-            ops in proptest::collection::vec(op(), 1..40),
+            ops in proptest::collection::vec(op(), 1..60),
             limit in prop_oneof![Just(2usize), Just(5), Just(crate::MAX_LEAF_ENTRIES)],
             base in 0..3u8,
         ) {
