@@ -913,7 +913,12 @@ fn fuzz_write_never_panics() {
         crate::fuzzing::fuzz_write(s);
     }
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    for i in 0..1000 {
+    // REHOST_FUZZ_ITERS runs a longer campaign by hand; 1,000 by default.
+    let iters: usize = std::env::var("REHOST_FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    for i in 0..iters {
         crate::fuzzing::fuzz_write(&mutate(&mut rng, &seeds[i % seeds.len()]));
     }
 }
