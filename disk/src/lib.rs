@@ -32,9 +32,9 @@
 pub mod block;
 pub mod concat;
 pub mod detect;
+mod error;
 #[doc(hidden)]
 pub mod fuzzing;
-mod error;
 pub mod lvm;
 pub mod mem;
 pub mod nbd;

@@ -21,11 +21,11 @@
 #![forbid(unsafe_code)]
 
 mod error;
-pub mod mount;
 pub mod ext4;
 pub mod fat;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod mount;
 pub mod ntfs;
 mod path;
 pub mod probe;

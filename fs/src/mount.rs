@@ -111,7 +111,9 @@ mod tests {
         assert_eq!(m.read_file(b"/boot/up", 100).unwrap(), b"web1");
         assert_eq!(m.read_file(b"/etc/hostname", 100).unwrap(), b"web1");
         assert_eq!(
-            m.lstat(&GuestPath::parse(b"/boot").unwrap()).unwrap().file_type,
+            m.lstat(&GuestPath::parse(b"/boot").unwrap())
+                .unwrap()
+                .file_type,
             FileType::Directory
         );
     }
