@@ -807,7 +807,10 @@ impl Ext2Fs {
             private: *mut c_void,
         ) -> c_int {
             catch_unwind(AssertUnwindSafe(|| {
-                if entry != sys::DIRENT_OTHER_FILE || dirent.is_null() || private.is_null() {
+                // Inline-data directories report '..' as an ordinary entry: match by name.
+                // SAFETY: libext2fs passes a validated entry (or null).
+                if entry != sys::DIRENT_OTHER_FILE || private.is_null() || unsafe { is_dot(dirent) }
+                {
                     return 0;
                 }
                 // SAFETY: libext2fs passes a valid entry and our `usize` counter.
@@ -843,7 +846,7 @@ impl Ext2Fs {
     fn set_dotdot(&self, dir: u32, parent: u32, path: &str) -> Result<()> {
         unsafe extern "C" fn repoint(
             _dir: u32,
-            entry: c_int,
+            _entry: c_int,
             dirent: *mut sys::DirEntry,
             _offset: c_int,
             _blocksize: c_int,
@@ -851,7 +854,9 @@ impl Ext2Fs {
             private: *mut c_void,
         ) -> c_int {
             catch_unwind(AssertUnwindSafe(|| {
-                if entry != sys::DIRENT_DOT_DOT_FILE || dirent.is_null() || private.is_null() {
+                // Match by name: inline-data directories report '..' as an ordinary entry.
+                // SAFETY: libext2fs passes a validated entry (or null).
+                if private.is_null() || unsafe { dirent_name(dirent) } != Some(b"..".as_slice()) {
                     return 0;
                 }
                 // SAFETY: libext2fs passes a valid entry; `private` is our `(u32, bool)`.
@@ -1421,6 +1426,30 @@ impl Drop for Ext2Fs {
             tracing::error!(error = %e, "closing ext2 filesystem on drop failed");
         }
     }
+}
+
+/// The name of a directory entry passed to a `dir_iterate` callback.
+///
+/// # Safety
+/// `d` must be null or an entry libext2fs validated (`rec_len >= 8 + name_len`, inside its
+/// buffer), alive for `'a`.
+unsafe fn dirent_name<'a>(d: *const sys::DirEntry) -> Option<&'a [u8]> {
+    if d.is_null() {
+        return None;
+    }
+    // SAFETY: per the contract, the 8-byte head is readable.
+    let len = usize::from(unsafe { (*d).name_len } & 0xFF);
+    // SAFETY: per the contract, `len` name bytes follow the head inside the buffer.
+    Some(unsafe { std::slice::from_raw_parts(d.cast::<u8>().add(size_of::<sys::DirEntry>()), len) })
+}
+
+/// True for the `.` and `..` entries (and a null entry).
+///
+/// # Safety
+/// As [`dirent_name`].
+unsafe fn is_dot(d: *const sys::DirEntry) -> bool {
+    // SAFETY: forwarded contract.
+    matches!(unsafe { dirent_name(d) }, None | Some(b".") | Some(b".."))
 }
 
 /// An open `ext2_file_t`, closed on drop.

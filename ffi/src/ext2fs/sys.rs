@@ -36,7 +36,6 @@ pub(crate) const EXT2_SEEK_END: c_int = 2;
 /// `ext2fs.h`: dir_iterate callback results and entry kinds.
 pub(crate) const DIRENT_CHANGED: c_int = 1;
 pub(crate) const DIRENT_ABORT: c_int = 2;
-pub(crate) const DIRENT_DOT_DOT_FILE: c_int = 2;
 pub(crate) const DIRENT_OTHER_FILE: c_int = 3;
 
 /// `ext2_fs.h`: the root directory's inode number.

@@ -170,6 +170,8 @@ fn have_tools() -> bool {
 /// How to make a test image.
 struct Mkfs<'a> {
     size_mib: u64,
+    /// Extra `-O` features, e.g. `inline_data`.
+    features: Option<&'a str>,
     block_size: Option<u32>,
     no_csum: bool,
     populate: Option<&'a Path>,
@@ -179,6 +181,7 @@ impl Default for Mkfs<'_> {
     fn default() -> Self {
         Self {
             size_mib: 64,
+            features: None,
             block_size: None,
             no_csum: false,
             populate: None,
@@ -198,6 +201,9 @@ fn mkfs(dir: &Path, name: &str, m: &Mkfs<'_>) -> PathBuf {
     }
     if m.no_csum {
         cmd.args(["-O", "^metadata_csum"]);
+    }
+    if let Some(f) = m.features {
+        cmd.args(["-O", f]);
     }
     if let Some(p) = m.populate {
         cmd.arg("-d").arg(p);
@@ -725,7 +731,12 @@ fn random_run(img: &Path, seed: u64, ops: usize) {
     fs.mkdir_p("/t", &NewFile::dir(0o755)).expect("mkdir /t");
     let attrs = NewFile::file(0o644);
     let mut big_done = false;
-    for step in 0..ops {
+    let mut done = 0usize;
+    let mut step = 0usize;
+    // `ops` operations actually performed (draws that do not apply to the tree are skipped).
+    while done < ops {
+        step += 1;
+        assert!(step < ops * 20, "too many skipped draws");
         let dirs = model.dirs();
         let files = model.paths(|n| matches!(n, Node::File(..)));
         let fresh = format!(
@@ -848,6 +859,12 @@ fn random_run(img: &Path, seed: u64, ops: usize) {
                 {
                     continue;
                 }
+                if model.nodes.get(&dst) == Some(&Node::Dir) {
+                    // A non-directory cannot replace a directory (rename(2): EISDIR).
+                    let e = fs.rename(&src, &dst).expect_err(&what);
+                    assert!(matches!(e, Error::IsADirectory { .. }), "{what}: {e:?}");
+                    continue;
+                }
                 fs.rename(&src, &dst).expect(&what);
                 model.nodes.remove(&dst);
                 model.rename(&src, &dst);
@@ -877,6 +894,14 @@ fn random_run(img: &Path, seed: u64, ops: usize) {
                 }
             }
         }
+        done += 1;
+    }
+    if !big_done {
+        let data = rng.bytes(10 * 1024 * 1024 + 999);
+        fs.write_file("/t/big", &data, &attrs).expect("big file");
+        model
+            .nodes
+            .insert("/t/big".into(), Node::File(data, BTreeMap::new()));
     }
     // Our own view first (cheap), then the independent tools.
     for (p, n) in &model.nodes {
@@ -960,6 +985,7 @@ fn walk(dir: &Path, guest: &str, out: &mut BTreeMap<String, Node>) {
 fn random_on(name: &str, m: &Mkfs<'_>, seed: u64) {
     let m = &Mkfs {
         size_mib: 128,
+        features: m.features,
         block_size: m.block_size,
         no_csum: m.no_csum,
         populate: m.populate,
@@ -969,7 +995,7 @@ fn random_on(name: &str, m: &Mkfs<'_>, seed: u64) {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let img = mkfs(dir.path(), name, m);
-    random_run(&img, seed, 260);
+    random_run(&img, seed, 220);
 }
 
 #[test]
@@ -1131,4 +1157,17 @@ fn not_ext_and_short_devices_are_reported() {
         Ext2Fs::open(tiny, &OpenOptions::new()),
         Err(Error::Device { .. })
     ));
+}
+
+#[test]
+fn random_ops_4k_inline_data() {
+    random_on(
+        "r4ki.img",
+        &Mkfs {
+            block_size: Some(4096),
+            features: Some("inline_data"),
+            ..Mkfs::default()
+        },
+        0x5EED_0005,
+    );
 }
