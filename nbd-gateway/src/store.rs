@@ -3,9 +3,10 @@
 //! Layout (see `DESIGN.md`):
 //! ```text
 //! ROOT/volumes/NAME/volume.json                   metadata (schema 1)
-//! ROOT/volumes/NAME/data.raw                      the sparse raw image
+//! ROOT/volumes/NAME/data.raw                      the sparse raw image (or data.qcow2)
 //! ROOT/volumes/NAME/snapshots/SNAP/snapshot.json
 //! ROOT/volumes/NAME/snapshots/SNAP/data.raw       reflink or sparse copy, never written again
+//!                                                 (data.qcow2 for a qcow2 volume)
 //! ```
 //! Everything is built under a dot-prefixed temporary name, synced, and renamed into place, so a
 //! crash never leaves a half-made volume or snapshot visible. Listing skips dot-names.
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{ExportBackend, FileBackend};
 use crate::export::{Export, ExportCatalog};
+use crate::qcow2::{MAX_QCOW2_SIZE, QCOW2_SIZE_ALIGN, Qcow2Backend, write_empty_image};
 use crate::{Error, Result};
 
 /// Metadata schema version written by this code.
@@ -41,11 +43,39 @@ const COPY_CHUNK: usize = 1 << 20;
 const COPY_RUNS: usize = 1024;
 
 /// The on-disk format of a volume's data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VolumeFormat {
-    /// A sparse raw file.
+    /// A sparse raw file (`data.raw`).
+    #[default]
     Raw,
+    /// A qcow2 image (`data.qcow2`), read and written through `imago`; never with a backing
+    /// or external data file.
+    Qcow2,
+}
+
+impl VolumeFormat {
+    /// The name of the data file in a volume or snapshot directory.
+    pub fn data_file_name(self) -> &'static str {
+        match self {
+            Self::Raw => "data.raw",
+            Self::Qcow2 => "data.qcow2",
+        }
+    }
+}
+
+impl std::str::FromStr for VolumeFormat {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "raw" => Ok(Self::Raw),
+            "qcow2" => Ok(Self::Qcow2),
+            other => Err(Error::Usage(format!(
+                "volume format {other:?} unknown; expected raw or qcow2"
+            ))),
+        }
+    }
 }
 
 /// How a snapshot's data was made.
@@ -92,6 +122,9 @@ pub struct SnapshotInfo {
     pub created_unix: u64,
     /// How the data was made.
     pub method: CloneMethod,
+    /// The data format (the volume's); absent in metadata written before qcow2 volumes.
+    #[serde(default)]
+    pub format: VolumeFormat,
 }
 
 /// A store directory.
@@ -210,15 +243,39 @@ impl Store {
         self.volume_dir(volume).join("snapshots")
     }
 
-    /// Creates an empty (all-hole) volume of `size` bytes.
+    /// Creates an empty (all-hole) raw volume of `size` bytes.
     ///
     /// # Errors
     /// [`Error::Usage`] for a bad name or size, [`Error::Exists`], [`Error::Io`].
     pub fn create_volume(&self, name: &str, size: u64, description: &str) -> Result<VolumeInfo> {
+        self.create_volume_with_format(name, size, description, VolumeFormat::Raw)
+    }
+
+    /// Creates an empty volume of `size` bytes in `format`: a sparse raw file, or a qcow2 v3
+    /// image with 64 KiB clusters and nothing allocated (at most 2^50 bytes).
+    ///
+    /// # Errors
+    /// [`Error::Usage`] for a bad name or size, [`Error::Exists`], [`Error::Io`].
+    pub fn create_volume_with_format(
+        &self,
+        name: &str,
+        size: u64,
+        description: &str,
+        format: VolumeFormat,
+    ) -> Result<VolumeInfo> {
         validate_name(name)?;
-        if size == 0 || size > MAX_VOLUME_SIZE {
+        let max = match format {
+            VolumeFormat::Raw => MAX_VOLUME_SIZE,
+            VolumeFormat::Qcow2 => MAX_QCOW2_SIZE,
+        };
+        if size == 0 || size > max {
             return Err(Error::Usage(format!(
-                "volume size {size} out of range 1..={MAX_VOLUME_SIZE}"
+                "volume size {size} out of range 1..={max}"
+            )));
+        }
+        if format == VolumeFormat::Qcow2 && !size.is_multiple_of(QCOW2_SIZE_ALIGN) {
+            return Err(Error::Usage(format!(
+                "qcow2 volume size {size} is not a multiple of {QCOW2_SIZE_ALIGN}"
             )));
         }
         if description.len() > crate::proto::MAX_STRING {
@@ -238,9 +295,13 @@ impl Store {
         let tmp = self.volumes_dir().join(tmp_name(name));
         fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let result = (|| {
-            let data = tmp.join("data.raw");
+            let data = tmp.join(format.data_file_name());
             let f = File::create(&data).map_err(|e| Error::io(&data, e))?;
-            f.set_len(size).map_err(|e| Error::io(&data, e))?;
+            match format {
+                VolumeFormat::Raw => f.set_len(size),
+                VolumeFormat::Qcow2 => write_empty_image(&f, size),
+            }
+            .map_err(|e| Error::io(&data, e))?;
             f.sync_all().map_err(|e| Error::io(&data, e))?;
             let snaps = tmp.join("snapshots");
             fs::create_dir(&snaps).map_err(|e| Error::io(&snaps, e))?;
@@ -248,7 +309,7 @@ impl Store {
                 schema: SCHEMA,
                 name: name.to_owned(),
                 size,
-                format: VolumeFormat::Raw,
+                format,
                 description: description.to_owned(),
                 created_unix: now_unix(),
             };
@@ -353,15 +414,24 @@ impl Store {
                 name: format!("{volume}@{snap}"),
             });
         }
-        let src_path = self.volume_dir(volume).join("data.raw");
+        let src_path = self.volume_dir(volume).join(vol.format.data_file_name());
         let src = File::open(&src_path).map_err(|e| Error::io(&src_path, e))?;
+        // A qcow2 volume served by this process keeps metadata (L2 tables, refcounts) in
+        // imago's cache: write it out so the copied file is a consistent image. Another
+        // process serving the volume must be quiesced by the caller (see DESIGN.md).
+        if let Some(export) = self.cached(volume) {
+            export
+                .backend()
+                .flush()
+                .map_err(|e| Error::io(&src_path, e))?;
+        }
         // Data the server acknowledged but has not flushed is in the page cache, which both
         // methods read; syncing first makes the snapshot's own sync cheaper.
         src.sync_data().map_err(|e| Error::io(&src_path, e))?;
         let tmp = snaps.join(tmp_name(snap));
         fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let result = (|| {
-            let data = tmp.join("data.raw");
+            let data = tmp.join(vol.format.data_file_name());
             let dst = File::create(&data).map_err(|e| Error::io(&data, e))?;
             let method = match rustix::fs::ioctl_ficlone(&dst, &src) {
                 Ok(()) => CloneMethod::Reflink,
@@ -381,6 +451,7 @@ impl Store {
                 size,
                 created_unix: now_unix(),
                 method,
+                format: vol.format,
             };
             write_json(&tmp.join("snapshot.json"), &info)?;
             sync_dir(&tmp)?;
@@ -450,9 +521,10 @@ impl Store {
             Err(Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
+        let file_name = info.format.data_file_name();
         let (path, read_only, description) = match snap {
             None => (
-                self.volume_dir(volume).join("data.raw"),
+                self.volume_dir(volume).join(file_name),
                 false,
                 info.description.clone(),
             ),
@@ -463,30 +535,58 @@ impl Store {
                     Err(e) => return Err(e),
                 }
                 (
-                    self.snapshots_dir(volume).join(s).join("data.raw"),
+                    self.snapshots_dir(volume).join(s).join(file_name),
                     true,
                     format!("snapshot {s} of volume {volume}"),
                 )
             }
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(!read_only)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        let meta = file.metadata().map_err(|e| Error::io(&path, e))?;
-        let backend = FileBackend::new(file).map_err(|e| Error::io(&path, e))?;
-        let export = Export::new(name, Arc::new(backend) as Arc<dyn ExportBackend>)
+        let backend: Arc<dyn ExportBackend> = match info.format {
+            VolumeFormat::Raw => {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(!read_only)
+                    .open(&path)
+                    .map_err(|e| Error::io(&path, e))?;
+                Arc::new(FileBackend::new(file).map_err(|e| Error::io(&path, e))?)
+            }
+            VolumeFormat::Qcow2 => {
+                let access = if read_only {
+                    disk::open::Access::ReadOnly
+                } else {
+                    disk::open::Access::ReadWrite
+                };
+                Arc::new(Qcow2Backend::open(&path, access).map_err(|e| Error::io(&path, e))?)
+            }
+        };
+        let meta = fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+        let export = Export::new(name, backend)
             .description(description)
             .read_only(read_only);
         Ok(Some((export, (meta.dev(), meta.ino()))))
     }
 
+    /// The data file of an export, whichever format it has (for the open-export cache).
     fn data_path(&self, name: &str) -> PathBuf {
-        match name.split_once(SNAPSHOT_SEPARATOR) {
-            Some((v, s)) => self.snapshots_dir(v).join(s).join("data.raw"),
-            None => self.volume_dir(name).join("data.raw"),
+        let dir = match name.split_once(SNAPSHOT_SEPARATOR) {
+            Some((v, s)) => self.snapshots_dir(v).join(s),
+            None => self.volume_dir(name),
+        };
+        let qcow2 = dir.join(VolumeFormat::Qcow2.data_file_name());
+        if qcow2.exists() {
+            qcow2
+        } else {
+            dir.join(VolumeFormat::Raw.data_file_name())
         }
+    }
+
+    /// The export another connection has open under `name`, if any.
+    fn cached(&self, name: &str) -> Option<Arc<Export>> {
+        let open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        open.get(name).and_then(|(w, _)| w.upgrade())
     }
 }
 
@@ -686,6 +786,66 @@ mod tests {
             store.remove_volume("v"),
             Err(Error::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn qcow2_volumes_and_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let info = store
+            .create_volume_with_format("q", 8 << 20, "", VolumeFormat::Qcow2)
+            .unwrap();
+        assert_eq!((info.format, info.size), (VolumeFormat::Qcow2, 8 << 20));
+        let data = dir.path().join("volumes/q/data.qcow2");
+        assert_eq!(&fs::read(&data).unwrap()[..4], b"QFI\xfb");
+        assert!(!dir.path().join("volumes/q/data.raw").exists());
+        assert_eq!(
+            store
+                .create_volume_with_format("r", 1000, "", VolumeFormat::Qcow2)
+                .unwrap_err()
+                .to_string(),
+            "qcow2 volume size 1000 is not a multiple of 512"
+        );
+        assert_eq!(
+            store
+                .create_volume_with_format("r", 1 << 51, "", VolumeFormat::Qcow2)
+                .unwrap_err()
+                .to_string(),
+            "volume size 2251799813685248 out of range 1..=1125899906842624"
+        );
+        assert_eq!(
+            "qcow2".parse::<VolumeFormat>().unwrap(),
+            VolumeFormat::Qcow2
+        );
+        assert_eq!("raw".parse::<VolumeFormat>().unwrap(), VolumeFormat::Raw);
+        assert_eq!(
+            "vmdk".parse::<VolumeFormat>().unwrap_err().to_string(),
+            "volume format \"vmdk\" unknown; expected raw or qcow2"
+        );
+
+        // Written through an open export and not yet flushed: the snapshot still sees it,
+        // because the store flushes the open export first.
+        let e = store.open("q").unwrap().unwrap();
+        assert_eq!(e.size(), 8 << 20);
+        e.backend().write_at(&[0x5a; 4096], 1 << 20).unwrap();
+        let snap = store.create_snapshot("q", "s").unwrap();
+        assert_eq!((snap.format, snap.size > 0), (VolumeFormat::Qcow2, true));
+        e.backend().write_at(&[0x11; 4096], 1 << 20).unwrap();
+        let s = store.open("q@s").unwrap().unwrap();
+        assert!(s.is_read_only());
+        assert_eq!(s.size(), 8 << 20);
+        let mut buf = [0u8; 4096];
+        s.backend().read_at(&mut buf, 1 << 20).unwrap();
+        assert_eq!(buf, [0x5a; 4096]);
+        e.backend().read_at(&mut buf, 1 << 20).unwrap();
+        assert_eq!(buf, [0x11; 4096]);
+        assert!(dir.path().join("volumes/q/snapshots/s/data.qcow2").exists());
+        // Snapshot metadata from before qcow2 support (no format field) reads as raw.
+        let old: SnapshotInfo = serde_json::from_str(
+            r#"{"schema":1,"volume":"v","name":"s","size":1,"created_unix":0,"method":"reflink"}"#,
+        )
+        .unwrap();
+        assert_eq!(old.format, VolumeFormat::Raw);
     }
 
     #[test]
