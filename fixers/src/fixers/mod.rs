@@ -1,0 +1,378 @@
+//! The fixers: each turns the guest's files (read-only) plus the inspection report into a list
+//! of [`Change`]s. They never write.
+
+use guestfs::{Follow, FsRead, FsReadExt, GuestPath, resolve};
+use inspect::report::{OsReport, Report};
+
+use crate::{Change, Result};
+
+mod block_devices;
+mod caches;
+mod console;
+mod network;
+
+pub use network::NetPolicy;
+
+/// Largest guest file a fixer reads (configuration files are small; house style S12).
+pub const MAX_FILE_BYTES: usize = 4 << 20;
+/// Most entries of one directory a fixer looks at.
+const MAX_DIR_FILES: usize = 4096;
+
+/// What a fixer sees.
+pub struct FixContext<'a> {
+    /// The guest's files (with earlier steps' changes applied).
+    pub fs: &'a dyn FsRead,
+    /// The whole inspection report (devices, firmware).
+    pub report: &'a Report,
+    /// The OS being fixed.
+    pub os: &'a OsReport,
+}
+
+impl FixContext<'_> {
+    /// Reads a text file by guest path: `(canonical path, text)`, or `None` if it does not
+    /// exist or is not a regular file.
+    ///
+    /// # Errors
+    /// Read errors other than "not found"; [`crate::Error::Unsupported`] for non-UTF-8 text.
+    pub fn read_text(&self, raw: &str) -> Result<Option<(String, String)>> {
+        let p = match resolve(self.fs, raw.as_bytes(), Follow::Final) {
+            Ok(p) => p,
+            Err(e) if e.is_not_found() || matches!(e, guestfs::Error::NotADirectory { .. }) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match self.fs.lstat(&p) {
+            Ok(m) if m.file_type == guestfs::FileType::Regular => {}
+            Ok(_) => return Ok(None),
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let bytes = self.fs.read_file(&p.to_bytes(), MAX_FILE_BYTES as u64)?;
+        let text = String::from_utf8(bytes).map_err(|_| crate::Error::Unsupported {
+            what: "configuration file",
+            detail: format!("{p} is not UTF-8"),
+        })?;
+        Ok(Some((p.to_string(), text)))
+    }
+
+    /// Regular files (and symlinks to them) in directory `dir` whose names satisfy `pred`,
+    /// sorted, as guest paths. A missing directory is empty.
+    ///
+    /// # Errors
+    /// Read errors other than "not found".
+    pub fn list(&self, dir: &str, pred: impl Fn(&str) -> bool) -> Result<Vec<String>> {
+        let entries = match self.fs.read_dir_path(dir.as_bytes()) {
+            Ok(e) => e,
+            Err(e) if e.is_not_found() || matches!(e, guestfs::Error::NotADirectory { .. }) => {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut out: Vec<String> = entries
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.file_type,
+                    guestfs::FileType::Regular | guestfs::FileType::Symlink
+                )
+            })
+            .filter_map(|e| std::str::from_utf8(&e.name).ok())
+            .filter(|n| pred(n))
+            .take(MAX_DIR_FILES)
+            .map(|n| format!("{}/{n}", dir.trim_end_matches('/')))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// True if `raw` exists.
+    ///
+    /// # Errors
+    /// Read errors other than "not found".
+    pub fn exists(&self, raw: &str) -> Result<bool> {
+        Ok(self.fs.exists(raw.as_bytes())?)
+    }
+
+    /// The canonical form of `raw` (symlinks in it resolved inside the guest).
+    ///
+    /// # Errors
+    /// As [`guestfs::resolve`].
+    pub fn canonical(&self, raw: &str) -> Result<GuestPath> {
+        Ok(resolve(self.fs, raw.as_bytes(), Follow::Final)?)
+    }
+}
+
+/// What one fixer run produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The changes, in order.
+    pub changes: Vec<Change>,
+    /// Short notes for the plan summary (what was done, what was skipped and why).
+    pub notes: Vec<String>,
+}
+
+impl Outcome {
+    /// Adds a whole-file replacement if `new` differs.
+    pub fn replace(&mut self, path: &str, old: &str, new: String) {
+        if new != old {
+            self.changes.push(Change::ReplaceFile {
+                path: path.to_owned(),
+                old: old.as_bytes().to_vec(),
+                new: new.into_bytes(),
+            });
+        }
+    }
+}
+
+/// The type of a fixer parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKind {
+    /// A string from a fixed set.
+    Choice(&'static [&'static str]),
+    /// Any string matching a simple name rule (1..=15 bytes of `a-z 0-9 . _ -`, an interface name).
+    IfName,
+    /// A string that is one kernel command line token (no whitespace, no quotes).
+    KernelToken,
+    /// A boolean.
+    Bool,
+}
+
+/// One parameter a fixer accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamSpec {
+    /// Key in the recipe step.
+    pub name: &'static str,
+    /// Its type.
+    pub kind: ParamKind,
+    /// The default, as TOML text (`"dhcp"`, `true`).
+    pub default: &'static str,
+    /// What it does.
+    pub help: &'static str,
+}
+
+/// A fixer: a pure function from guest files and the report to changes.
+pub trait Fixer: Sync {
+    /// Registry name, used in recipes.
+    fn name(&self) -> &'static str;
+    /// One sentence for `rehost recipe show`.
+    fn description(&self) -> &'static str;
+    /// The parameters it takes.
+    fn params(&self) -> &'static [ParamSpec];
+    /// Plans the changes.
+    ///
+    /// # Errors
+    /// Guest read errors; files too odd to edit safely.
+    fn plan(&self, ctx: &FixContext<'_>, params: &Params) -> Result<Outcome>;
+}
+
+/// Validated step parameters with the fixer's defaults filled in.
+#[derive(Debug, Clone)]
+pub struct Params {
+    table: toml::Table,
+}
+
+impl Params {
+    /// The step's table over the fixer's defaults (call [`validate_params`] first).
+    #[must_use]
+    pub fn new(fixer: &dyn Fixer, given: toml::Table) -> Self {
+        let mut table = toml::Table::new();
+        for p in fixer.params() {
+            if let Ok(v) = toml::from_str::<toml::Table>(&format!("v = {}", p.default))
+                && let Some(v) = v.get("v")
+            {
+                table.insert(p.name.to_owned(), v.clone());
+            }
+        }
+        table.extend(given);
+        Self { table }
+    }
+
+    /// A string parameter ("" if absent).
+    #[must_use]
+    pub fn str(&self, name: &str) -> &str {
+        self.table
+            .get(name)
+            .and_then(toml::Value::as_str)
+            .unwrap_or("")
+    }
+
+    /// A boolean parameter (false if absent).
+    #[must_use]
+    pub fn bool(&self, name: &str) -> bool {
+        self.table
+            .get(name)
+            .and_then(toml::Value::as_bool)
+            .unwrap_or(false)
+    }
+}
+
+fn valid_ifname(s: &str) -> bool {
+    (1..=15).contains(&s.len())
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        })
+}
+
+/// Checks a step's parameters against `fixer`'s specs: (lint code, message) per problem.
+#[must_use]
+pub fn validate_params(fixer: &dyn Fixer, table: &toml::Table) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for (k, v) in table {
+        let Some(spec) = fixer.params().iter().find(|p| p.name == k) else {
+            let known: Vec<&str> = fixer.params().iter().map(|p| p.name).collect();
+            out.push((
+                "unknown-param",
+                format!(
+                    "fixer {} has no parameter {k:?} (it takes: {})",
+                    fixer.name(),
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+            continue;
+        };
+        match (spec.kind, v) {
+            (ParamKind::Bool, toml::Value::Boolean(_)) => {}
+            (ParamKind::Choice(c), toml::Value::String(s)) => {
+                if !c.contains(&s.as_str()) {
+                    out.push((
+                        "bad-param-value",
+                        format!("{k} = {s:?} is not one of {}", c.join(", ")),
+                    ));
+                }
+            }
+            (ParamKind::IfName, toml::Value::String(s)) => {
+                if !valid_ifname(s) {
+                    out.push((
+                        "bad-param-value",
+                        format!("{k} = {s:?} is not an interface name (1..=15 of a-z 0-9 . _ -)"),
+                    ));
+                }
+            }
+            (ParamKind::KernelToken, toml::Value::String(s)) => {
+                if s.is_empty()
+                    || s.len() > 256
+                    || s.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+                {
+                    out.push((
+                        "bad-param-value",
+                        format!("{k} = {s:?} is not one kernel command line token"),
+                    ));
+                }
+            }
+            (kind, v) => out.push((
+                "bad-param-type",
+                format!(
+                    "{k} must be a {}, not a {}",
+                    if kind == ParamKind::Bool {
+                        "boolean"
+                    } else {
+                        "string"
+                    },
+                    v.type_str()
+                ),
+            )),
+        }
+    }
+    out
+}
+
+static REGISTRY: &[&dyn Fixer] = &[
+    &block_devices::BlockDeviceNames,
+    &network::Network,
+    &console::Console,
+    &caches::Caches,
+];
+
+/// Every fixer, in a stable order.
+#[must_use]
+pub fn registry() -> &'static [&'static dyn Fixer] {
+    REGISTRY
+}
+
+/// The fixer called `name`.
+#[must_use]
+pub fn find_fixer(name: &str) -> Option<&'static dyn Fixer> {
+    REGISTRY.iter().copied().find(|f| f.name() == name)
+}
+
+/// Every file holding a kernel command line: `/etc/default/grub`, the GRUB configs and BLS
+/// entries, as (guest path, text, site) for the files that exist.
+pub(crate) fn cmdline_files(ctx: &FixContext<'_>) -> Result<Vec<(String, String, CmdlineFile)>> {
+    let mut out = Vec::new();
+    if let Some((p, t)) = ctx.read_text("/etc/default/grub")? {
+        out.push((p, t, CmdlineFile::DefaultGrub));
+    }
+    let mut cfgs = vec![
+        "/boot/grub/grub.cfg".to_owned(),
+        "/boot/grub2/grub.cfg".to_owned(),
+        "/boot/grub/menu.lst".to_owned(),
+    ];
+    if let Ok(entries) = ctx.fs.read_dir_path(b"/boot/efi/EFI") {
+        for e in entries
+            .iter()
+            .filter(|e| e.file_type == guestfs::FileType::Directory)
+            .take(MAX_DIR_FILES)
+        {
+            if let Ok(n) = std::str::from_utf8(&e.name) {
+                cfgs.push(format!("/boot/efi/EFI/{n}/grub.cfg"));
+            }
+        }
+    }
+    let mut seen = Vec::new();
+    for c in cfgs {
+        if let Some((p, t)) = ctx.read_text(&c)?
+            && !seen.contains(&p)
+        {
+            seen.push(p.clone());
+            out.push((p, t, CmdlineFile::GrubCfg));
+        }
+    }
+    // kernel-install (RHEL 9, Fedora) takes new kernels' command line from here.
+    if let Some((p, t)) = ctx.read_text("/etc/kernel/cmdline")? {
+        out.push((p, t, CmdlineFile::KernelCmdline));
+    }
+    for e in ctx.list("/boot/loader/entries", |n| n.ends_with(".conf"))? {
+        if let Some((p, t)) = ctx.read_text(&e)? {
+            out.push((p, t, CmdlineFile::Bls));
+        }
+    }
+    Ok(out)
+}
+
+/// The kind of a file holding kernel command lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CmdlineFile {
+    DefaultGrub,
+    GrubCfg,
+    Bls,
+    KernelCmdline,
+}
+
+/// Edits every kernel command line in every file that has them; `edit(site, args)` returns new
+/// args. `ensure_default` adds a `GRUB_CMDLINE_LINUX` line to `/etc/default/grub` if missing.
+pub(crate) fn edit_all_cmdlines(
+    ctx: &FixContext<'_>,
+    ensure_default: bool,
+    edit: &mut dyn FnMut(crate::text::CmdlineSite, &str) -> Option<String>,
+) -> Result<Outcome> {
+    let mut out = Outcome::default();
+    for (path, text, kind) in cmdline_files(ctx)? {
+        let new = match kind {
+            CmdlineFile::DefaultGrub => crate::text::edit_default_grub(&text, ensure_default, edit),
+            CmdlineFile::GrubCfg => crate::text::edit_grub_cfg(&text, edit),
+            CmdlineFile::Bls => crate::text::edit_bls(&text, edit),
+            CmdlineFile::KernelCmdline => crate::text::edit_lines(&text, |body| {
+                edit(crate::text::CmdlineSite::KernelCmdline, body)
+            }),
+        };
+        if let Some(n) = new {
+            out.replace(&path, &text, n);
+        }
+    }
+    Ok(out)
+}
