@@ -24,12 +24,13 @@
 //! directories and 0o644 for files (0o555/0o444 with the read-only attribute), `nlink` 1,
 //! `ino` 0, and the modification time read as UTC (FAT stores local time).
 
+use std::collections::HashMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
-use disk::BlockRead;
+use disk::{BlockRead, BlockWrite};
 use zerocopy::little_endian::{U16, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -433,13 +434,90 @@ impl TryFrom<&RawBootSector> for BootSector {
     }
 }
 
-/// Read/Write/Seek over a shared device for `fatfs`: reads are charged to a budget, writes are
-/// refused (and counted, so tests can prove none was attempted).
+/// Size of the chunks [`DevCursor`] caches: `fatfs` reads directory entries and FAT entries a
+/// few bytes at a time, which would otherwise be one device read each.
+const CACHE_CHUNK: usize = 4096;
+/// Most chunks one call caches (16 MiB) before the cache is dropped and refilled (S12).
+const MAX_CACHED_CHUNKS: usize = 4096;
+/// Length of the `DIR_Name` field, the first write `fatfs` makes when it stores a short entry.
+const SHORT_NAME_LEN: usize = 11;
+
+/// Read/Write/Seek over a shared device for `fatfs`, for one call. Reads are charged to a budget
+/// and served from a small per-call chunk cache. Writes go straight to `wdev` (write-through,
+/// so the cache never holds anything the device lacks); without `wdev` they are refused and
+/// counted, so tests can prove none was attempted.
 struct DevCursor {
     dev: Arc<dyn BlockRead>,
+    wdev: Option<Arc<dyn BlockWrite>>,
     pos: u64,
     budget: Arc<Budget>,
     writes: Arc<AtomicU64>,
+    cache: HashMap<u64, Box<[u8]>>,
+    /// Device offsets of the last 11-byte writes (newest last, at most 4): where `fatfs` last
+    /// stored short entries.
+    name_writes: Arc<std::sync::Mutex<Vec<u64>>>,
+    /// Set when the device was written past this cursor; the next read drops the cache.
+    stale: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl DevCursor {
+    fn new(
+        dev: Arc<dyn BlockRead>,
+        wdev: Option<Arc<dyn BlockWrite>>,
+        budget: Arc<Budget>,
+        writes: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            dev,
+            wdev,
+            pos: 0,
+            budget,
+            writes,
+            cache: HashMap::new(),
+            name_writes: Arc::default(),
+            stale: Arc::default(),
+        }
+    }
+
+    /// Fills `buf` from the device at `self.pos`, through the cache when the range lies inside
+    /// one whole chunk of the device.
+    fn read_cached(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        if self.stale.swap(false, Ordering::Relaxed) {
+            self.cache.clear();
+        }
+        let chunk_len = CACHE_CHUNK as u64;
+        let chunk = self.pos / chunk_len;
+        let start = chunk * chunk_len;
+        // Both below CACHE_CHUNK, so they fit in usize.
+        let in_chunk = usize::try_from(self.pos - start).unwrap_or(usize::MAX);
+        let end = in_chunk.saturating_add(buf.len());
+        let whole_chunk_on_dev = start
+            .checked_add(chunk_len)
+            .is_some_and(|e| e <= self.dev.size());
+        if end > CACHE_CHUNK || !whole_chunk_on_dev {
+            return self
+                .dev
+                .read_exact_at(self.pos, buf)
+                .map_err(io::Error::other);
+        }
+        if !self.cache.contains_key(&chunk) {
+            if self.cache.len() >= MAX_CACHED_CHUNKS {
+                self.cache.clear();
+            }
+            let mut data = vec![0u8; CACHE_CHUNK].into_boxed_slice();
+            self.dev
+                .read_exact_at(start, &mut data)
+                .map_err(io::Error::other)?;
+            self.cache.insert(chunk, data);
+        }
+        let data = self
+            .cache
+            .get(&chunk)
+            .and_then(|d| d.get(in_chunk..end))
+            .ok_or_else(|| io::Error::other("fat chunk cache lost a chunk"))?;
+        buf.copy_from_slice(data);
+        Ok(())
+    }
 }
 
 impl Read for DevCursor {
@@ -462,21 +540,51 @@ impl Read for DevCursor {
         let wanted = n as u64;
         self.budget.take(wanted).map_err(io::Error::other)?;
         // OK to slice: n <= buf.len().
-        self.dev
-            .read_exact_at(self.pos, &mut buf[..n])
-            .map_err(io::Error::other)?;
+        self.read_cached(&mut buf[..n])?;
         self.pos += wanted;
         Ok(n)
     }
 }
 
 impl Write for DevCursor {
-    fn write(&mut self, _buf: &[u8]) -> io::Result<usize> {
-        self.writes.fetch_add(1, Ordering::Relaxed);
-        Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            "fat filesystem is opened read-only",
-        ))
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let Some(wdev) = &self.wdev else {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "fat filesystem is opened read-only",
+            ));
+        };
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        // Writes are charged too: a damaged FAT must not make one call write without end.
+        self.budget
+            .take(buf.len() as u64)
+            .map_err(io::Error::other)?;
+        wdev.write_all_at(self.pos, buf).map_err(io::Error::other)?;
+        if buf.len() == SHORT_NAME_LEN {
+            let mut w = self
+                .name_writes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if w.len() >= 8 {
+                w.remove(0);
+            }
+            w.push(self.pos);
+        }
+        let end = self.pos.saturating_add(buf.len() as u64);
+        let chunk_len = CACHE_CHUNK as u64;
+        let (first, last) = (self.pos / chunk_len, (end - 1) / chunk_len);
+        if last - first >= MAX_CACHED_CHUNKS as u64 {
+            self.cache.clear();
+        } else {
+            for c in first..=last {
+                self.cache.remove(&c);
+            }
+        }
+        self.pos = end;
+        Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -497,15 +605,23 @@ impl Seek for DevCursor {
     }
 }
 
+pub mod write;
+
 type Fs = fatfs::FileSystem<DevCursor>;
 type FatEntry<'a> = fatfs::DirEntry<'a, DevCursor>;
 
-/// A read-only FAT12/16/32 filesystem.
+/// A FAT12/16/32 filesystem, read-only from [`FatFs::open`] or writable from
+/// [`FatFs::open_rw`] (see [`write`] for the write side).
 pub struct FatFs {
     dev: Arc<dyn BlockRead>,
+    /// The same device, when opened writable.
+    wdev: Option<Arc<dyn BlockWrite>>,
     boot: BootSector,
     info: FsInfo,
     writes: Arc<AtomicU64>,
+    /// Readers share, each write call is exclusive: `fatfs` is mounted per call and two mounts
+    /// writing at once would allocate the same clusters.
+    lock: RwLock<()>,
 }
 
 impl std::fmt::Debug for FatFs {
@@ -662,9 +778,11 @@ impl FatFs {
         };
         let fs = Self {
             dev,
+            wdev: None,
             boot,
             info,
             writes: Arc::new(AtomicU64::new(0)),
+            lock: RwLock::new(()),
         };
         // Mount once now so a boot sector fatfs rejects fails here, not on first use.
         fs.with_fs(&GuestPath::root(), 0, |_| Ok(()))?;
@@ -694,12 +812,8 @@ impl FatFs {
         // A budget of its own per call, so concurrent callers never spend each other's.
         let budget = Arc::new(Budget::default());
         budget.reset(call_budget(self.dev.size(), buf_len));
-        let cursor = DevCursor {
-            dev: self.dev.clone(),
-            pos: 0,
-            budget,
-            writes: self.writes.clone(),
-        };
+        let cursor = DevCursor::new(self.dev.clone(), None, budget, self.writes.clone());
+        let _shared = self.lock.read().unwrap_or_else(PoisonError::into_inner);
         catch_unwind(AssertUnwindSafe(|| {
             let fs = Fs::new(cursor, fatfs::FsOptions::new().update_accessed_date(false))
                 .map_err(|e| map_io(&e, path))?;

@@ -30,6 +30,7 @@ pub mod ntfs;
 mod path;
 pub mod probe;
 mod resolve;
+pub mod write;
 pub mod xfs;
 
 pub use error::{Error, Result};
