@@ -84,6 +84,9 @@ enum VolumeCommand {
         /// Description shown to NBD clients.
         #[arg(long, default_value = "")]
         description: String,
+        /// Data format: raw (a sparse file) or qcow2.
+        #[arg(long, default_value = "raw")]
+        format: String,
     },
     /// List volumes.
     List {
@@ -212,9 +215,15 @@ fn volume(v: VolumeCommand) -> anyhow::Result<ExitCode> {
             name,
             size,
             description,
+            format,
         } => {
             let size = parse_size(&size)?;
-            let info = Store::open(store.store)?.create_volume(&name, size, &description)?;
+            let info = Store::open(store.store)?.create_volume_with_format(
+                &name,
+                size,
+                &description,
+                format.parse()?,
+            )?;
             println!("created volume {} ({} bytes)", info.name, info.size);
         }
         VolumeCommand::List { store, json } => {
