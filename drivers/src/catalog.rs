@@ -524,8 +524,8 @@ impl Catalog {
         )))
     }
 
-    /// Reads and checks one package: its INF (parsed for the package's architecture), every
-    /// file in its folder, every `.sys` checked as a PE driver, every CopyFiles file present.
+    /// Reads and checks one package: its INF (parsed for the package's architecture) and every
+    /// file it names (catalog, SourceDisksFiles, CopyFiles), each `.sys` checked as a PE driver.
     ///
     /// # Errors
     /// As [`Catalog::select_driver`].
@@ -537,17 +537,35 @@ impl Catalog {
         let inf = Inf::parse(&bytes)
             .and_then(|i| i.driver(p.arch))
             .map_err(|e| e.in_file(&inf_path))?;
-        let mut files = Vec::new();
-        for e in self.source.read_dir(&p.dir)? {
-            if e.kind != EntryKind::File {
+        // The package is what the INF names: itself, its catalog, SourceDisksFiles and the
+        // CopyFiles sources. (In the RPM layout one folder holds every driver's files.)
+        let mut wanted: Vec<String> = vec![p.inf.clone()];
+        wanted.extend(inf.version.catalog_file.iter().cloned());
+        wanted.extend(inf.source_disks_files.iter().cloned());
+        for cf in inf.installs.iter().flat_map(|i| &i.copy_files) {
+            wanted.push(cf.source.clone().unwrap_or_else(|| cf.name.clone()));
+        }
+        let listing = self.source.read_dir(&p.dir)?;
+        let mut files: Vec<DriverFile> = Vec::new();
+        for name in wanted {
+            if files.iter().any(|f| f.name.eq_ignore_ascii_case(&name)) {
                 continue;
             }
             if files.len() >= MAX_PACKAGE_FILES {
                 return Err(Error::unsupported(
                     "catalog",
-                    format!("{} has more than {MAX_PACKAGE_FILES} files", p.dir),
+                    format!("{inf_path} names more than {MAX_PACKAGE_FILES} files"),
                 ));
             }
+            let Some(e) = listing
+                .iter()
+                .find(|e| e.kind == EntryKind::File && e.name.eq_ignore_ascii_case(&name))
+            else {
+                return Err(Error::Missing(format!(
+                    "{inf_path} names {name} but {} has no such file",
+                    p.dir
+                )));
+            };
             let path = join(&p.dir, &e.name);
             let pe = if e.name.to_ascii_lowercase().ends_with(".sys") {
                 let data = self.source.read_file(&path, MAX_SYS_BYTES)?;
@@ -556,21 +574,13 @@ impl Catalog {
                 None
             };
             files.push(DriverFile {
-                name: e.name,
+                name: e.name.clone(),
                 path,
                 size: e.size,
                 pe,
             });
         }
-        for cf in inf.installs.iter().flat_map(|i| &i.copy_files) {
-            let src = cf.source.as_deref().unwrap_or(&cf.name);
-            if !files.iter().any(|f| f.name.eq_ignore_ascii_case(src)) {
-                return Err(Error::Missing(format!(
-                    "{inf_path} copies {src} but {} has no such file",
-                    p.dir
-                )));
-            }
-        }
+        files.sort_by(|a, b| a.name.cmp(&b.name));
         Ok((inf, files))
     }
 }
@@ -607,3 +617,6 @@ fn choice(
     }
 }
 
+#[cfg(test)]
+#[path = "catalog_tests.rs"]
+mod tests;

@@ -1494,3 +1494,6 @@ fn parse_driver_ver(v: &str, line: usize) -> Result<DriverVer> {
     })
 }
 
+#[cfg(test)]
+#[path = "inf_tests.rs"]
+mod tests;

@@ -141,7 +141,7 @@ impl IsoImage {
             ));
         }
         let root_bytes = &vd[ROOT_RECORD_OFFSET..ROOT_RECORD_OFFSET + DR_MIN_LEN];
-        let root = parse_record(root_bytes, false, at + 156)?.ok_or_else(|| {
+        let root = parse_root_record(root_bytes, at + 156)?.ok_or_else(|| {
             Error::corrupt_at("iso root directory record", at + 156, "empty root record")
         })?;
         if !root.is_dir {
@@ -240,6 +240,21 @@ impl IsoImage {
         self.read_at(u64::from(file.extent) * SECTOR, &mut data)?;
         Ok(data)
     }
+}
+
+/// Parses the root directory record of a volume descriptor, whose identifier is the single
+/// byte 0 (ECMA-119 §8.4.18).
+fn parse_root_record(rec: &[u8], at: u64) -> Result<Option<IsoEntry>> {
+    let mut copy = rec.to_vec();
+    // Give it a placeholder name so the shared checks apply; the name is never shown.
+    if let (Some(1), Some(name)) = (copy.get(DR_NAME_LEN).copied(), copy.get_mut(DR_NAME)) {
+        *name = b'R';
+    }
+    let mut e = parse_record(&copy, false, at)?;
+    if let Some(e) = e.as_mut() {
+        e.name = String::new();
+    }
+    Ok(e)
 }
 
 /// Parses one directory record; `None` for the `.` and `..` records.
