@@ -276,3 +276,218 @@ pub fn plan(
         steps,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use guestfs::{FileType, FsReadExt, GuestPath};
+
+    use super::*;
+    use crate::testkit::{MemFs, SyntheticOs, synthetic_report};
+    use crate::{Applier, Origin, apply};
+
+    fn recipe(steps: &str) -> Recipe {
+        let text = format!(
+            "schema = 1\nname = \"t\"\ndescription = \"d\"\n[match]\nos_type = \"linux\"\n{steps}"
+        );
+        Recipe::parse(&text, Origin::Inline).unwrap()
+    }
+
+    #[test]
+    fn overlay_shows_recorded_changes() {
+        let mut g = MemFs::new();
+        g.add_file("/etc/a", b"a")
+            .add_file("/etc/b", b"b")
+            .add_file("/etc/c", b"c");
+        let mut o = Overlay::new(&g);
+        for c in [
+            Change::ReplaceFile {
+                path: "/etc/a".into(),
+                old: b"a".to_vec(),
+                new: b"A!".to_vec(),
+            },
+            Change::DeleteFile {
+                path: "/etc/b".into(),
+                old: b"b".to_vec(),
+            },
+            Change::Rename {
+                from: "/etc/c".into(),
+                to: "/etc/d".into(),
+            },
+            Change::CreateFile {
+                path: "/etc/e".into(),
+                content: b"e".to_vec(),
+                mode: 0o600,
+            },
+            Change::Symlink {
+                path: "/etc/l".into(),
+                target: "a".into(),
+            },
+        ] {
+            o.record(&c).unwrap();
+        }
+        assert_eq!(o.read_file(b"/etc/a", 10).unwrap(), b"A!");
+        assert_eq!(
+            o.read_file(b"/etc/l", 10).unwrap(),
+            b"A!",
+            "symlink followed"
+        );
+        assert!(!o.exists(b"/etc/b").unwrap());
+        assert!(!o.exists(b"/etc/c").unwrap());
+        assert_eq!(o.read_file(b"/etc/d", 10).unwrap(), b"c");
+        let e = GuestPath::parse(b"/etc/e").unwrap();
+        assert_eq!(o.lstat(&e).unwrap().mode, 0o600);
+        let mut names: Vec<(String, FileType)> = o
+            .read_dir(&GuestPath::parse(b"/etc").unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|d| (String::from_utf8(d.name).unwrap(), d.file_type))
+            .collect();
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            names,
+            vec![
+                ("a".into(), FileType::Regular),
+                ("d".into(), FileType::Regular),
+                ("e".into(), FileType::Regular),
+                ("l".into(), FileType::Symlink),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_symlinked_file_is_edited_at_its_target() {
+        let mut g = MemFs::new();
+        g.add_file("/etc/real-fstab", b"/dev/sda1 / ext4 defaults 0 1\n")
+            .add_symlink("/etc/fstab", "real-fstab");
+        let rep = synthetic_report(&SyntheticOs::new("debian", 12, 0));
+        let r = recipe("[[step]]\nfixer = \"block-device-names\"\n");
+        let p = plan(
+            &r,
+            &rep,
+            &rep.operating_systems[0],
+            &g,
+            &PlanOptions::default(),
+        )
+        .unwrap();
+        let paths: Vec<&str> = p.changes().map(Change::path).collect();
+        assert_eq!(paths, vec!["/etc/real-fstab"]);
+    }
+
+    #[test]
+    fn overrides_are_validated_and_bad_steps_refused() {
+        let g = MemFs::new();
+        let rep = synthetic_report(&SyntheticOs::new("debian", 12, 0));
+        let os = &rep.operating_systems[0];
+        let r = recipe("[[step]]\nfixer = \"network\"\n");
+        let mut opts = PlanOptions::default();
+        let mut t = toml::Table::new();
+        t.insert("policy".into(), toml::Value::String("static".into()));
+        opts.overrides.insert("network".into(), t);
+        match plan(&r, &rep, os, &g, &opts) {
+            Err(Error::InvalidStep {
+                recipe,
+                step,
+                detail,
+            }) => {
+                assert_eq!((recipe.as_str(), step), ("t", 1));
+                assert_eq!(detail, "policy = \"static\" is not one of preserve, dhcp");
+            }
+            other => panic!("{other:?}"),
+        }
+        let r = recipe("[[step]]\nfixer = \"caches\"\n[[step]]\nfixer = \"selinux\"\n");
+        let e = plan(&r, &rep, os, &g, &PlanOptions::default()).unwrap_err();
+        assert_eq!(e.to_string(), "recipe t step 2: no fixer named \"selinux\"");
+        // Nothing to do on an empty guest.
+        let r = recipe("[[step]]\nfixer = \"caches\"\n");
+        let p = plan(&r, &rep, os, &g, &PlanOptions::default()).unwrap();
+        assert!(p.is_empty());
+        assert_eq!(p.steps[0].summary, "nothing to do");
+        assert_eq!(
+            p.render_human(),
+            "recipe t for /dev/sda1\nstep 1: caches: nothing to do\nnothing to change\n"
+        );
+    }
+
+    #[test]
+    fn json_form_and_binary_files() {
+        let p = Plan {
+            recipe: "r".into(),
+            root: "/dev/sda1".into(),
+            steps: vec![PlannedStep {
+                fixer: "caches".into(),
+                summary: "s".into(),
+                changes: vec![
+                    Change::DeleteFile {
+                        path: "/bin.dat".into(),
+                        old: vec![0xff, 0x00],
+                    },
+                    Change::Symlink {
+                        path: "/l".into(),
+                        target: "t".into(),
+                    },
+                ],
+            }],
+        };
+        let v: serde_json::Value = serde_json::from_str(&p.to_json()).unwrap();
+        let c = &v["steps"][0]["changes"];
+        assert_eq!(c[0]["op"], "delete-file");
+        assert_eq!(c[0]["old"]["hex"], "ff00");
+        assert_eq!(c[1]["op"], "symlink");
+        assert_eq!(c[1]["target"], "t");
+        let h = p.render_human();
+        assert!(h.contains("  delete /bin.dat (2 bytes)\n"), "{h}");
+        assert!(h.ends_with("binary files changed:\n  /bin.dat\n"), "{h}");
+    }
+
+    struct Failing;
+    impl Applier for Failing {
+        fn replace_file(&mut self, p: &GuestPath, _: &[u8]) -> Result<()> {
+            Err(Error::Usage(format!("{p}: read-only")))
+        }
+        fn create_file(&mut self, _: &GuestPath, _: &[u8], _: u32) -> Result<()> {
+            Ok(())
+        }
+        fn delete_file(&mut self, _: &GuestPath) -> Result<()> {
+            Ok(())
+        }
+        fn rename(&mut self, _: &GuestPath, _: &GuestPath) -> Result<()> {
+            Ok(())
+        }
+        fn symlink(&mut self, _: &GuestPath, _: &[u8]) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn apply_names_the_failing_change() {
+        let p = Plan {
+            recipe: "r".into(),
+            root: "/".into(),
+            steps: vec![PlannedStep {
+                fixer: "x".into(),
+                summary: String::new(),
+                changes: vec![
+                    Change::CreateFile {
+                        path: "/n".into(),
+                        content: vec![],
+                        mode: 0o644,
+                    },
+                    Change::ReplaceFile {
+                        path: "/etc/x".into(),
+                        old: b"a".to_vec(),
+                        new: b"bc".to_vec(),
+                    },
+                ],
+            }],
+        };
+        let e = apply(&p, &mut Failing).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "applying edit /etc/x (1 -> 2 bytes) failed: /etc/x: read-only"
+        );
+        // MemFs refuses what a real filesystem would.
+        let mut g = MemFs::new();
+        g.add_file("/n", b"");
+        assert!(matches!(apply(&p, &mut g), Err(Error::Apply { .. })));
+    }
+}
