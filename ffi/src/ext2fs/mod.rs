@@ -71,6 +71,17 @@ const S_IFIFO: u16 = 0o010_000;
 /// Permission and set-id bits a caller may set.
 const PERM_MASK: u32 = 0o7777;
 
+/// Inode flags (`ext2_fs.h`): encrypted, fs-verity protected.
+const EXT4_ENCRYPT_FL: u32 = 0x0000_0800;
+const EXT4_VERITY_FL: u32 = 0x0010_0000;
+/// `EXT4_INLINE_DATA_FL`: the file's data lives in `i_block` and the `system.data` xattr.
+const EXT4_INLINE_DATA_FL: u32 = 0x1000_0000;
+/// Highest directory link count before dir_nlink switches to 1 (`EXT4_LINK_MAX`, ext4 kernel).
+const EXT4_LINK_MAX: u16 = 65_000;
+
+/// Upper bound on inline data: `i_block` plus the rest of the largest inode (64 KiB blocks).
+const INLINE_DATA_MAX: usize = 65_536;
+
 /// Longest name in a directory entry (`EXT2_NAME_LEN`).
 const NAME_MAX: usize = 255;
 /// Longest guest path we accept (Linux `PATH_MAX`).
@@ -698,6 +709,13 @@ impl Ext2Fs {
     /// Adds `name -> ino` to `dir`, growing the directory when it is full.
     fn link(&self, dir: u32, name: &str, ino: u32, ftype: c_int, path: &str) -> Result<()> {
         let c = cstring(name)?;
+        let flags = self.read_inode(dir)?.i_flags;
+        if flags & EXT4_ENCRYPT_FL != 0 {
+            // A plaintext name in an encrypted directory would be garbage to the kernel.
+            return Err(Error::Unsupported(format!(
+                "{path}: parent directory is encrypted (i_flags {flags:#x})"
+            )));
+        }
         for _ in 0..LINK_RETRIES {
             // SAFETY: live handle, NUL-terminated name.
             let code = unsafe { sys::ext2fs_link(self.fs, dir, c.as_ptr(), ino, ftype) };
@@ -785,12 +803,16 @@ impl Ext2Fs {
         }
     }
 
+    /// One more or one fewer subdirectory in directory `ino`.
     fn adjust_links(&self, ino: u32, up: bool) -> Result<()> {
         let mut inode = self.read_inode(ino)?;
-        inode.i_links_count = if up {
-            inode.i_links_count.saturating_add(1)
-        } else {
-            inode.i_links_count.saturating_sub(1)
+        let n = inode.i_links_count;
+        // dir_nlink: a count of 1 means "too many to count" and stays 1, as in the kernel.
+        inode.i_links_count = match (n, up) {
+            (1, _) => 1,
+            (n, true) if n.saturating_add(1) >= EXT4_LINK_MAX => 1,
+            (n, true) => n + 1,
+            (n, false) => n.saturating_sub(1).max(2),
         };
         self.stamp(&mut inode, Self::modified_now());
         self.write_inode(ino, &mut inode)
@@ -910,10 +932,87 @@ impl Ext2Fs {
     fn regular_file(&self, ino: u32, path: &str) -> Result<()> {
         let inode = self.read_inode(ino)?;
         match inode.i_mode & S_IFMT {
+            S_IFREG if inode.i_flags & (EXT4_ENCRYPT_FL | EXT4_VERITY_FL) != 0 => {
+                Err(Error::Unsupported(format!(
+                    "{path}: encrypted or fs-verity file (i_flags {:#x})",
+                    inode.i_flags
+                )))
+            }
             S_IFREG => Ok(()),
             S_IFDIR => Err(Error::IsADirectory { path: path.into() }),
             _ => Err(Error::NotARegularFile { path: path.into() }),
         }
+    }
+
+    /// Moves an inline-data file's contents into a block, so the file I/O below never runs
+    /// libext2fs's inline-data read/write paths, which corrupt memory and data before
+    /// e2fsprogs 1.47.4 (upstream commits bc599a8b and 10d77615).
+    fn expand_inline(&self, ino: u32, path: &str) -> Result<()> {
+        let inode = self.read_inode(ino)?;
+        if inode.i_flags & EXT4_INLINE_DATA_FL == 0 {
+            return Ok(());
+        }
+        let size = u64::from(inode.i_size) | (u64::from(inode.i_size_high) << 32);
+        // SAFETY: live handle.
+        let code = unsafe { sys::ext2fs_inline_data_expand(self.fs, ino) };
+        self.check("move inline data to a block for", path, code)?;
+        // 1.47.2 writes the whole inline area (60 bytes and up) and sets that as the size:
+        // put the real size back.
+        let f = self.open_file(ino, path, true)?;
+        f.set_size(size)?;
+        f.close()
+    }
+
+    /// Reads an inline-data file without libext2fs's file I/O (see [`Ext2Fs::expand_inline`]).
+    fn read_inline(
+        &self,
+        ino: u32,
+        mut inode: sys::Inode,
+        cap: u64,
+        path: &str,
+    ) -> Result<Vec<u8>> {
+        let i_size = u64::from(inode.i_size) | (u64::from(inode.i_size_high) << 32);
+        if i_size > cap {
+            return Err(Error::TooLarge {
+                what: "file",
+                len: i_size,
+                limit: cap,
+            });
+        }
+        let mut size = 0usize;
+        // SAFETY: live handle, valid out-pointer.
+        let code = unsafe { sys::ext2fs_inline_data_size(self.fs, ino, &raw mut size) };
+        self.check("inline data size of", path, code)?;
+        // Inline data fits in one inode (i_block plus in-inode xattr space); a larger claim is
+        // damage, not data (house style S12).
+        let limit = INLINE_DATA_MAX.max(usize::from(self.features.inode_size));
+        if size > limit {
+            return Err(Error::Ext2 {
+                op: format!("read inline data of {path}"),
+                code: 0,
+                message: format!("inline data size {size} exceeds {limit}"),
+            });
+        }
+        let mut buf = vec![0u8; size];
+        let mut got = 0usize;
+        // SAFETY: live handle; `buf` holds the `size` bytes libext2fs reported, which is what
+        // it copies (60 bytes of i_block plus the `system.data` value).
+        let code = unsafe {
+            sys::ext2fs_inline_data_get(
+                self.fs,
+                ino,
+                &raw mut inode,
+                buf.as_mut_ptr().cast(),
+                &raw mut got,
+            )
+        };
+        self.check("read inline data of", path, code)?;
+        let keep = usize::try_from(i_size)
+            .unwrap_or(usize::MAX)
+            .min(got)
+            .min(buf.len());
+        buf.truncate(keep);
+        Ok(buf)
     }
 
     fn existing_file(&self, path: &str) -> Result<u32> {
@@ -997,6 +1096,7 @@ impl Ext2Fs {
         let ino = match self.lookup(dir, name)? {
             Some(ino) => {
                 self.regular_file(ino, path)?;
+                self.expand_inline(ino, path)?;
                 ino
             }
             None => self.create_file(path, attrs)?,
@@ -1014,6 +1114,7 @@ impl Ext2Fs {
     /// As [`Ext2Fs::write_file`], and [`Error::NotFound`] if there is no file.
     pub fn append(&mut self, path: &str, data: &[u8]) -> Result<()> {
         let ino = self.existing_file(path)?;
+        self.expand_inline(ino, path)?;
         let f = self.open_file(ino, path, true)?;
         f.seek_end()?;
         f.write_all(data)?;
@@ -1027,6 +1128,7 @@ impl Ext2Fs {
     /// As [`Ext2Fs::append`].
     pub fn truncate(&mut self, path: &str, len: u64) -> Result<()> {
         let ino = self.existing_file(path)?;
+        self.expand_inline(ino, path)?;
         let f = self.open_file(ino, path, true)?;
         f.set_size(len)?;
         f.close()?;
@@ -1039,6 +1141,10 @@ impl Ext2Fs {
     /// [`Error::TooLarge`] over `cap`; as [`Ext2Fs::append`] otherwise.
     pub fn read_file(&self, path: &str, cap: u64) -> Result<Vec<u8>> {
         let ino = self.existing_file(path)?;
+        let inode = self.read_inode(ino)?;
+        if inode.i_flags & EXT4_INLINE_DATA_FL != 0 {
+            return self.read_inline(ino, inode, cap, path);
+        }
         let f = self.open_file(ino, path, false)?;
         let size = f.size()?;
         if size > cap {

@@ -382,6 +382,15 @@ unsafe extern "C" {
         func: DirIterateFn,
         private: *mut c_void,
     ) -> Errcode;
+    pub(crate) fn ext2fs_inline_data_expand(fs: *mut Filsys, ino: u32) -> Errcode;
+    pub(crate) fn ext2fs_inline_data_size(fs: *mut Filsys, ino: u32, size: *mut usize) -> Errcode;
+    pub(crate) fn ext2fs_inline_data_get(
+        fs: *mut Filsys,
+        ino: u32,
+        inode: *mut Inode,
+        buf: *mut c_void,
+        size: *mut usize,
+    ) -> Errcode;
     /// ext2_err.h: registers the `EXT2_ET_*` messages with com_err.
     pub(crate) fn initialize_ext2_error_table();
     /// com_err: a static description of `code`.
