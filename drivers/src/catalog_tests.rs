@@ -312,6 +312,10 @@ fn unknown_layout_is_refused() {
     );
 }
 
+fn d_folder(j: &serde_json::Value) -> &str {
+    j["drivers"][0]["folder"].as_str().unwrap()
+}
+
 #[test]
 fn human_and_json_reports() {
     let (dir, cat) = one_driver_tree(vec![(OsFolder::W2k22, Arch::Amd64)]);
@@ -333,7 +337,8 @@ fn human_and_json_reports() {
 
     let j = serde_json::to_value(&sel).unwrap();
     assert_eq!(j["layout"], "iso");
-    assert_eq!(j["folder"], "W2k25");
+    assert_eq!(j["folder"], "2k25");
+    assert_eq!(d_folder(&j), "2k22");
     assert_eq!(j["target"]["build"], 26100);
     let d = &j["drivers"][0];
     assert_eq!(d["name"], "viostor");

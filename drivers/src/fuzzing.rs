@@ -36,6 +36,29 @@ pub fn fuzz_pe(data: &[u8]) {
     let _ = pe::file_version(data);
 }
 
+/// Opens arbitrary bytes as an ISO catalog and selects drivers for a few targets; must never
+/// panic, and stays bounded by the source and catalog limits.
+pub fn fuzz_iso(data: &[u8]) {
+    let Ok(src) = crate::Source::iso_from_bytes("fuzz.iso", data.to_vec()) else {
+        return;
+    };
+    let Ok(cat) = crate::Catalog::open(src) else {
+        return;
+    };
+    for (build, server) in [(17763, true), (22631, false)] {
+        let t = WindowsTarget {
+            major: 10,
+            minor: 0,
+            build,
+            server,
+            arch: Arch::Amd64,
+        };
+        if let Ok(sel) = cat.select(&t) {
+            let _ = crate::render_human(&sel);
+        }
+    }
+}
+
 /// A small deterministic PRNG (xorshift64*) for the mutation tests.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
@@ -108,6 +131,44 @@ mod tests {
             let seed = &seeds[i % seeds.len()];
             fuzz_inf(seed);
             fuzz_inf(&mutate(seed, &mut rng, i));
+        }
+    }
+
+    #[test]
+    fn iso_seed_and_mutations_do_not_panic() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tree = crate::testkit::FakeTree {
+            drivers: standard_drivers().into_iter().take(2).collect(),
+            folders: vec![(OsFolder::W2k19, Arch::Amd64), (OsFolder::W10, Arch::Amd64)],
+        };
+        tree.write_iso_layout(&tmp.path().join("t")).unwrap();
+        let iso = tmp.path().join("t.iso");
+        if !crate::testkit::build_iso(&tmp.path().join("t"), &iso).unwrap() {
+            println!("skipping: xorriso not found");
+            return;
+        }
+        let seed = std::fs::read(&iso).unwrap();
+        // The seed is valid and selects both drivers.
+        let cat =
+            crate::Catalog::open(crate::Source::iso_from_bytes("seed", seed.clone()).unwrap())
+                .unwrap();
+        let t = WindowsTarget {
+            major: 10,
+            minor: 0,
+            build: 17763,
+            server: true,
+            arch: Arch::Amd64,
+        };
+        assert_eq!(cat.select(&t).unwrap().drivers.len(), 2);
+        // Mutate only the used part (descriptors, directories, file data), not trailing padding.
+        let used = seed.len().min(0x40000);
+        let mut rng = Rng::new(0x9660);
+        for i in 0..1000 {
+            let mut m = mutate(&seed[..used], &mut rng, i);
+            if m.len() == used {
+                m.extend_from_slice(&seed[used..]);
+            }
+            fuzz_iso(&m);
         }
     }
 

@@ -514,10 +514,14 @@ impl TargetOs {
             )));
         }
         let head = parts.first().copied().unwrap_or("");
-        if head.len() < 2 || !head[..2].eq_ignore_ascii_case("nt") {
+        // `get` keeps a multi-byte character at byte 2 from panicking (found by review).
+        let (Some(nt), Some(arch_name)) = (head.get(..2), head.get(2..)) else {
+            return Err(bad(format!("{text:?} does not start with NT")));
+        };
+        if !nt.eq_ignore_ascii_case("nt") {
             return Err(bad(format!("{text:?} does not start with NT")));
         }
-        let arch_name = &head[2..];
+
         let arch = if arch_name.is_empty() {
             None
         } else {

@@ -243,6 +243,12 @@ fn target_os_matching() {
     assert!(server.applies_to(&target(6, 3, 9600, true)));
     assert!(!server.applies_to(&target(6, 3, 9600, false)));
     assert!(server.applies_to(&target(10, 0, 9600, true)));
+    // A multi-byte character straddling byte 2 is an error, not a panic.
+    let err = TargetOs::parse("aé.10", 7).unwrap_err();
+    assert_eq!(
+        err.as_corrupt().unwrap().detail(),
+        "\"aé.10\" does not start with NT"
+    );
     let any = TargetOs::parse("NT", 1).unwrap();
     assert_eq!(any.arch, None);
     assert!(any.applies_to(&x86));

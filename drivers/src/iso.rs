@@ -57,10 +57,17 @@ pub(crate) struct IsoEntry {
     pub(crate) size: u32,
 }
 
+/// Where the image's bytes are.
+#[derive(Debug)]
+enum IsoData {
+    File(File),
+    Mem(Vec<u8>),
+}
+
 /// An opened ISO image.
 #[derive(Debug)]
 pub(crate) struct IsoImage {
-    file: File,
+    data: IsoData,
     len: u64,
     root: IsoEntry,
     joliet: bool,
@@ -72,8 +79,18 @@ impl IsoImage {
         let shown = path.display().to_string();
         let file = File::open(path).map_err(|e| Error::io(&shown, e))?;
         let len = file.metadata().map_err(|e| Error::io(&shown, e))?.len();
+        Self::new(IsoData::File(file), len)
+    }
+
+    /// Opens an ISO held in memory.
+    pub(crate) fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
+        let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        Self::new(IsoData::Mem(bytes), len)
+    }
+
+    fn new(data: IsoData, len: u64) -> Result<Self> {
         let mut image = Self {
-            file,
+            data,
             len,
             root: IsoEntry {
                 name: String::new(),
@@ -177,9 +194,21 @@ impl IsoImage {
                 ));
             }
         }
-        self.file
-            .read_exact_at(buf, offset)
-            .map_err(|e| Error::io(format!("iso offset {offset:#x}"), e))
+        match &self.data {
+            IsoData::File(f) => f
+                .read_exact_at(buf, offset)
+                .map_err(|e| Error::io(format!("iso offset {offset:#x}"), e)),
+            IsoData::Mem(m) => {
+                // In range: checked against `len`, which is `m.len()`, above.
+                let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                let src = start
+                    .checked_add(buf.len())
+                    .and_then(|end| m.get(start..end))
+                    .ok_or_else(|| Error::corrupt_at("iso", offset, "read past the end"))?;
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+        }
     }
 
     /// Lists a directory (without `.` and `..`), at most `max_entries` entries.

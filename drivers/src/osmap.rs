@@ -98,8 +98,8 @@ impl fmt::Display for WindowsTarget {
     }
 }
 
-/// A virtio-win OS folder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+/// A virtio-win OS folder (serialized as its folder name, `2k19`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum OsFolder {
     /// Windows Server 2003 (and XP x64), NT 5.2.
     W2k3,
@@ -177,6 +177,12 @@ impl OsFolder {
         Self::ALL
             .into_iter()
             .find(|f| f.name().eq_ignore_ascii_case(name))
+    }
+}
+
+impl serde::Serialize for OsFolder {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
     }
 }
 

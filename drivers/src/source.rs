@@ -90,6 +90,29 @@ impl Source {
         })
     }
 
+    /// An ISO image held in memory (for example read out of a guest disk); `name` is shown in
+    /// reports instead of a host path.
+    ///
+    /// # Errors
+    /// `Unsupported` if the bytes are not an ISO 9660 image; `Corrupt` if its volume
+    /// descriptors are damaged.
+    pub fn iso_from_bytes(name: &str, bytes: Vec<u8>) -> Result<Self> {
+        let magic_at = usize::try_from(iso::MAGIC_OFFSET).unwrap_or(usize::MAX);
+        let magic = magic_at
+            .checked_add(5)
+            .and_then(|end| bytes.get(magic_at..end));
+        if magic != Some(&iso::STANDARD_ID[..]) {
+            return Err(Error::unsupported(
+                "source",
+                format!("{name} is not an iso 9660 image (no CD001 at 0x8001)"),
+            ));
+        }
+        Ok(Self {
+            path: PathBuf::from(name),
+            backend: Backend::Iso(IsoImage::from_bytes(bytes)?),
+        })
+    }
+
     /// The host path this source was opened from.
     #[must_use]
     pub fn path(&self) -> &Path {
