@@ -34,9 +34,18 @@ impl<'a> Overlay<'a> {
 
     fn content(&self, p: &GuestPath) -> Result<(Vec<u8>, u32)> {
         let md = self.lstat(p)?;
-        let len = usize::try_from(md.size).unwrap_or(usize::MAX);
-        // Files reach the overlay only after a fixer read them under its cap.
-        let mut buf = vec![0u8; len.min(crate::fixers::MAX_FILE_BYTES)];
+        let len = usize::try_from(md.size)
+            .ok()
+            .filter(|&l| l <= crate::fixers::MAX_FILE_BYTES)
+            .ok_or_else(|| crate::Error::Unsupported {
+                what: "rename",
+                detail: format!(
+                    "{p} is {} bytes, over the {}-byte limit",
+                    md.size,
+                    crate::fixers::MAX_FILE_BYTES
+                ),
+            })?;
+        let mut buf = vec![0u8; len];
         let n = self.read_at(p, 0, &mut buf)?;
         buf.truncate(n);
         Ok((buf, md.mode))

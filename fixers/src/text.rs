@@ -2,7 +2,7 @@
 //! every untouched byte stays as it was (comments, spacing, line endings).
 
 /// Most lines edited in one file (house style S12); longer files are left alone.
-pub const MAX_LINES: usize = 100_000;
+pub const MAX_LINES: usize = 20_000;
 
 /// The lines of `text`, each with its terminator.
 pub fn lines(text: &str) -> impl Iterator<Item = &str> {
@@ -48,6 +48,22 @@ pub fn replace_token(s: &str, n: usize, f: impl FnOnce(&str) -> Option<String>) 
     let &(a, b) = token_spans(s).get(n)?;
     let new = f(s.get(a..b)?)?;
     Some(format!("{}{new}{}", s.get(..a)?, s.get(b..)?))
+}
+
+/// Replaces every whitespace-separated token equal to `from` by `to`, in one pass.
+#[must_use]
+pub fn replace_word(s: &str, from: &str, to: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut last = 0;
+    for (a, b) in token_spans(s) {
+        if s.get(a..b) == Some(from) {
+            out.push_str(s.get(last..a).unwrap_or_default());
+            out.push_str(to);
+            last = b;
+        }
+    }
+    out.push_str(s.get(last..).unwrap_or_default());
+    out
 }
 
 /// Rewrites the values of kernel parameters named in `keys` (`root`, `resume`) in a command
@@ -328,5 +344,9 @@ mod tests {
             "  a  B"
         );
         assert_eq!(append_params("", &["a".into()]), "a");
+        assert_eq!(
+            replace_word("dev ens192 ens1920\tens192", "ens192", "ens3"),
+            "dev ens3 ens1920\tens3"
+        );
     }
 }

@@ -53,6 +53,12 @@ impl FixContext<'_> {
             what: "configuration file",
             detail: format!("{p} is not UTF-8"),
         })?;
+        // Line-based edits are bounded by MAX_LINES; a longer file is left alone rather than
+        // edited in part.
+        if text.lines().nth(crate::text::MAX_LINES).is_some() {
+            tracing::debug!(path = %p, "more than {} lines, not edited", crate::text::MAX_LINES);
+            return Ok(None);
+        }
         Ok(Some((p.to_string(), text)))
     }
 

@@ -252,14 +252,7 @@ fn edit_ifupdown(t: &str, job: &Job<'_>) -> Option<String> {
                 if !body.starts_with(char::is_whitespace) || first != "mapping" =>
             {
                 if matches!(first, "auto" | "allow-hotplug" | "allow-auto") {
-                    let mut n = body.to_owned();
-                    for i in 1..spans.len() {
-                        if tok(i) == primary {
-                            n = text::replace_token(&n, i, |_| Some(job.target.to_owned()))
-                                .unwrap_or(n);
-                        }
-                    }
-                    new = Some(n);
+                    new = Some(text::replace_word(body, primary, job.target));
                 }
                 in_primary = false;
                 to_dhcp = false;
@@ -272,14 +265,7 @@ fn edit_ifupdown(t: &str, job: &Job<'_>) -> Option<String> {
             }
             _ if in_primary => {
                 // `up ip route add ... dev ens192` and friends follow the rename.
-                let mut n = body.to_owned();
-                for i in 0..spans.len() {
-                    if tok(i) == primary {
-                        n = text::replace_token(&n, i, |_| Some(job.target.to_owned()))
-                            .unwrap_or(n);
-                    }
-                }
-                new = Some(n);
+                new = Some(text::replace_word(body, primary, job.target));
             }
             _ => {}
         }
@@ -412,16 +398,7 @@ fn edit_ifcfg(
                 {
                     // `... dev ens192` in the routes follows the rename.
                     let edited = text::edit_lines(&rt, |body| {
-                        let mut n = body.to_owned();
-                        for (i, _) in token_spans(body).iter().enumerate() {
-                            if token_spans(&n).get(i).and_then(|&(a, b)| n.get(a..b))
-                                == Some(device.as_str())
-                            {
-                                n = text::replace_token(&n, i, |_| Some(job.target.to_owned()))
-                                    .unwrap_or(n);
-                            }
-                        }
-                        Some(n)
+                        Some(text::replace_word(body, &device, job.target))
                     });
                     if let Some(e) = edited {
                         out.replace(&from, &rt, e);
@@ -730,8 +707,8 @@ fn edit_netplan(t: &str, job: &Job<'_>) -> Option<String> {
                 "{}{}:{}",
                 &body[..indent],
                 job.target,
-                &body[indent + id.len()..]
-                    .split_once(':')
+                body.get(indent..)
+                    .and_then(|t| t.split_once(':'))
                     .map_or("", |(_, r)| r)
             ));
         }
