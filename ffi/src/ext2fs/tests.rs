@@ -1367,3 +1367,186 @@ fn inline_data_files_and_directories_made_by_mke2fs() {
     assert_eq!(ls.len(), 6 + 40);
     assert!(!ls.contains_key("d"));
 }
+
+// ----- crash points and other block backends ----------------------------------------------------
+
+/// Stands for a process that dies after `budget` writes: later writes never reach the device.
+struct DiesAfter {
+    inner: Arc<Transaction<RawFile>>,
+    budget: std::sync::atomic::AtomicI64,
+}
+
+impl disk::block::BlockRead for DiesAfter {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> disk::Result<()> {
+        self.inner.read_exact_at(offset, buf)
+    }
+}
+
+impl BlockWrite for DiesAfter {
+    fn write_all_at(&self, offset: u64, buf: &[u8]) -> disk::Result<()> {
+        if self
+            .budget
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            <= 0
+        {
+            return Err(disk::Error::io(
+                offset,
+                std::io::Error::other("process died"),
+            ));
+        }
+        self.inner.write_all_at(offset, buf)
+    }
+    fn flush(&self) -> disk::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A multi-file edit; stops at the first error (the "death").
+fn edit(fs: &mut Ext2Fs) -> Result<()> {
+    fs.mkdir_p("/etc/sysconfig/network-scripts", &NewFile::dir(0o755))?;
+    fs.write_file(
+        "/etc/sysconfig/network-scripts/ifcfg-eth0",
+        b"DEVICE=eth0\nBOOTPROTO=dhcp\n",
+        &NewFile::file(0o644),
+    )?;
+    fs.write_file(
+        "/etc/dracut.conf.d/virtio.conf",
+        b"x",
+        &NewFile::file(0o644),
+    )
+    .or_else(|e| match e {
+        Error::NotFound { .. } => Ok(()),
+        e => Err(e),
+    })?;
+    fs.write_file("/etc/big", &vec![0x5A; 300_000], &NewFile::file(0o600))?;
+    fs.set_xattr(
+        "/etc/big",
+        "security.selinux",
+        b"system_u:object_r:etc_t:s0\0",
+    )?;
+    fs.symlink("/etc/link", "big", &NewFile::file(0))?;
+    fs.rename("/etc/big", "/etc/big2")?;
+    fs.unlink("/etc/link")?;
+    Ok(())
+}
+
+#[test]
+fn dying_at_any_write_rolls_back_or_completes() {
+    if !have_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pristine_img = mkfs(
+        dir.path(),
+        "pristine.img",
+        &Mkfs {
+            size_mib: 16,
+            ..Mkfs::default()
+        },
+    );
+    let pristine = std::fs::read(&pristine_img).expect("read");
+    let img = dir.path().join("work.img");
+    let undo = dir.path().join("work.undo");
+    let mut rng = Rng(0xC0FFEE);
+    let mut completed = 0;
+    let mut rolled_back = 0;
+    for round in 0..40 {
+        std::fs::write(&img, &pristine).expect("reset image");
+        let _ = std::fs::remove_file(&undo);
+        // Write budgets from 0 up to about the whole edit, and one that completes.
+        let budget = match round {
+            0 => 0,
+            1 => 1_000_000,
+            _ => rng.below(1500),
+        };
+        let raw = Arc::new(RawFile::open(&img, Access::ReadWrite).expect("open"));
+        let t = Arc::new(Transaction::begin(raw, &undo).expect("begin"));
+        let dev = Arc::new(DiesAfter {
+            inner: t.clone(),
+            budget: std::sync::atomic::AtomicI64::new(i64::try_from(budget).expect("small")),
+        });
+        let result = Ext2Fs::open(dev.clone(), &OpenOptions::new()).and_then(|mut fs| {
+            edit(&mut fs)?;
+            fs.close()
+        });
+        drop(dev);
+        match result {
+            Ok(()) => {
+                let t = Arc::try_unwrap(t).unwrap_or_else(|_| panic!("still shared"));
+                t.commit().expect("commit");
+                completed += 1;
+                e2fsck_clean(&img);
+                assert_eq!(debugfs(&img, "cat /etc/big2").len(), 300_000);
+            }
+            Err(_) => {
+                // The process is gone: nothing commits. The next run recovers.
+                drop(t);
+                let raw = RawFile::open(&img, Access::ReadWrite).expect("open");
+                let r = txn::recover(&raw, &undo).expect("recover");
+                assert!(
+                    matches!(r, txn::Recovery::RolledBack { .. }),
+                    "budget {budget}: {r:?}"
+                );
+                assert!(
+                    std::fs::read(&img).expect("read") == pristine,
+                    "budget {budget}: image differs after recovery"
+                );
+                rolled_back += 1;
+            }
+        }
+    }
+    assert!(rolled_back > 20, "only {rolled_back} runs died part-way");
+    assert!(completed > 0, "no run completed");
+}
+
+#[test]
+fn writes_through_a_qcow2_image() {
+    if !have_tools() || !have("qemu-img") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let raw_img = mkfs(dir.path(), "base.img", &Mkfs::default());
+    let qcow = dir.path().join("disk.qcow2");
+    let st = Command::new("qemu-img")
+        .args(["convert", "-O", "qcow2"])
+        .arg(&raw_img)
+        .arg(&qcow)
+        .status()
+        .expect("qemu-img");
+    assert!(st.success());
+    {
+        let opened = disk::open::open(
+            qcow.to_str().expect("utf-8 path"),
+            &disk::open::OpenOptions::new()
+                .format(disk::detect::ImageFormat::Qcow2)
+                .access(Access::ReadWrite),
+        )
+        .expect("open qcow2");
+        let dev = opened.write().expect("writable");
+        let mut fs = Ext2Fs::open(dev, &OpenOptions::new()).expect("open ext4 in qcow2");
+        fs.mkdir_p("/etc/modprobe.d", &NewFile::dir(0o755))
+            .expect("mkdir");
+        let data: Vec<u8> = (0..2_000_000u32).map(|i| i.to_le_bytes()[1]).collect();
+        fs.write_file("/etc/modprobe.d/blob", &data, &NewFile::file(0o644))
+            .expect("write");
+        fs.close().expect("close");
+        drop(opened);
+    }
+    let back = dir.path().join("back.img");
+    let st = Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(&qcow)
+        .arg(&back)
+        .status()
+        .expect("qemu-img");
+    assert!(st.success());
+    e2fsck_clean(&back);
+    let data: Vec<u8> = (0..2_000_000u32).map(|i| i.to_le_bytes()[1]).collect();
+    assert!(
+        debugfs(&back, "cat /etc/modprobe.d/blob") == data,
+        "contents differ"
+    );
+}
