@@ -10,8 +10,8 @@ use crate::pe::{self, MAX_SYS_BYTES, PeInfo};
 use crate::source::{EntryKind, Source};
 
 /// Our limit on directory listings while scanning a source (a full virtio-win ISO needs about
-/// 600); it bounds the scan however the tree is shaped.
-pub const MAX_LISTINGS: usize = 8192;
+/// 1,500); with the per-directory size limit it bounds the scan however the tree is shaped.
+pub const MAX_LISTINGS: usize = 4096;
 /// Our limit on driver packages (INF files) in one catalog (a full virtio-win ISO has about 400).
 pub const MAX_PACKAGES: usize = 20_000;
 /// Our limit on the files of one package folder.

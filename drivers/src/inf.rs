@@ -74,6 +74,9 @@ pub enum Encoding {
 pub struct Inf {
     encoding: Encoding,
     sections: Vec<Section>,
+    /// Lower-case section name to its index in `sections`, so lookups stay logarithmic on a
+    /// hostile INF with thousands of sections.
+    index: BTreeMap<String, usize>,
     strings: BTreeMap<String, String>,
 }
 
@@ -91,9 +94,15 @@ impl Inf {
         }
         let (encoding, text) = decode(bytes)?;
         let sections = split_sections(&text)?;
+        let index = sections
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.to_ascii_lowercase(), i))
+            .collect();
         let mut inf = Self {
             encoding,
             sections,
+            index,
             strings: BTreeMap::new(),
         };
         inf.strings = inf.collect_strings();
@@ -115,9 +124,9 @@ impl Inf {
     /// A section by name, case-insensitively.
     #[must_use]
     pub fn section(&self, name: &str) -> Option<&Section> {
-        self.sections
-            .iter()
-            .find(|s| s.name.eq_ignore_ascii_case(name))
+        self.index
+            .get(&name.to_ascii_lowercase())
+            .and_then(|&i| self.sections.get(i))
     }
 
     /// The value of a `%strkey%` token, case-insensitively.
@@ -1100,6 +1109,12 @@ impl<'a> DriverBuilder<'a> {
             let mut decorations = Vec::new();
             for d in l.fields.iter().skip(1).filter(|d| !d.is_empty()) {
                 decorations.push(TargetOs::parse(d, l.line)?);
+            }
+            if out.len() >= MAX_ITEMS {
+                return Err(Error::unsupported(
+                    "inf",
+                    format!("more than {MAX_ITEMS} manufacturers"),
+                ));
             }
             out.push(Manufacturer {
                 name,

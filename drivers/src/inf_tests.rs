@@ -698,3 +698,37 @@ fn corrupt_display_names_file_and_line() {
         "corrupt inf service-install section in viostor/2k19/amd64/viostor.inf at line 22: StartType \"5\" out of range 0..=4"
     );
 }
+
+#[test]
+fn limits_are_unsupported_errors() {
+    let mut text = String::new();
+    for i in 0..=10_000 {
+        text.push_str(&format!("[s{i}]\n"));
+    }
+    let err = Inf::parse(text.as_bytes()).unwrap_err();
+    assert_eq!(err.to_string(), "unsupported inf: more than 10000 sections");
+
+    let mut text = String::from("[Version]\nSignature=$Chicago$\n[Manufacturer]\n");
+    for _ in 0..=MAX_ITEMS {
+        text.push_str("V=M\n");
+    }
+    text.push_str("[M]\n");
+    let err = Inf::parse(text.as_bytes())
+        .unwrap()
+        .driver(Arch::Amd64)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unsupported inf: more than 4096 manufacturers"
+    );
+
+    let mut text = String::from("[Version]\nSignature=$Chicago$\n[Manufacturer]\nV=M\n[M]\n");
+    for i in 0..=MAX_ITEMS {
+        text.push_str(&format!("d=i{i},PCI\\X\n"));
+    }
+    let err = Inf::parse(text.as_bytes())
+        .unwrap()
+        .driver(Arch::Amd64)
+        .unwrap_err();
+    assert_eq!(err.to_string(), "unsupported inf: more than 4096 models");
+}

@@ -45,8 +45,9 @@ const DR_NAME: usize = 33;
 /// File flags (ECMA-119 §9.1.6): bit 1 directory, bit 7 "not the final record of a multi-extent file".
 const FLAG_DIRECTORY: u8 = 0x02;
 const FLAG_MULTI_EXTENT: u8 = 0x80;
-/// Our limit on a directory's size: 1 MiB is about 20,000 entries, far above any virtio-win folder.
-const MAX_DIR_BYTES: u32 = 1 << 20;
+/// Our limit on a directory's size: 256 KiB is about 5,000 entries, far above any virtio-win
+/// folder (the root of a full virtio-win ISO has about 30).
+const MAX_DIR_BYTES: u32 = 256 << 10;
 
 /// One entry of an ISO directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
