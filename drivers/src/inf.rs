@@ -616,7 +616,7 @@ impl std::fmt::Display for DriverVer {
     }
 }
 
-/// The [Version] section.
+/// The `[Version]` section.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct InfVersion {
     /// `$Windows NT$` or `$Chicago$`.
@@ -699,7 +699,7 @@ pub struct CopyFile {
     pub source: Option<String>,
     /// Copy flags (`COPYFLG_*`).
     pub flags: u32,
-    /// Destination directory from [DestinationDirs] (the section's own entry, else `DefaultDestDir`).
+    /// Destination directory from `[DestinationDirs]` (the section's own entry, else `DefaultDestDir`).
     pub dest: Option<DestDir>,
 }
 
@@ -798,7 +798,7 @@ pub struct DdInstall {
 pub struct InfDriver {
     /// The text encoding.
     pub encoding: Encoding,
-    /// The [Version] section.
+    /// The `[Version]` section.
     pub version: InfVersion,
     /// [Manufacturer] entries.
     pub manufacturers: Vec<Manufacturer>,

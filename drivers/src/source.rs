@@ -331,6 +331,22 @@ mod tests {
     }
 
     #[test]
+    fn iso_bytes_need_the_magic() {
+        let err = Source::iso_from_bytes("guest:/virtio.iso", vec![0u8; 0x9000]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unsupported source: guest:/virtio.iso is not an iso 9660 image (no CD001 at 0x8001)"
+        );
+        // Magic present but no terminator and nothing else: the descriptor walk refuses it.
+        let mut b = vec![0u8; 0x8800];
+        b[0x8001..0x8006].copy_from_slice(b"CD001");
+        let err = Source::iso_from_bytes("x", b).unwrap_err();
+        let c = err.as_corrupt().unwrap();
+        assert_eq!(c.structure(), "iso");
+        assert_eq!(c.position(), crate::error::Position::Offset(0x8800));
+    }
+
+    #[test]
     fn plain_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.iso");
