@@ -54,6 +54,9 @@ const EXT2_ERROR_FS: u16 = 0x0002;
 const INCOMPAT_RECOVER: u32 = 0x0004;
 /// `EXT3_FEATURE_INCOMPAT_EXTENTS`.
 const INCOMPAT_EXTENTS: u32 = 0x0040;
+/// `EXT4_FEATURE_RO_COMPAT_QUOTA`: quota usage is kept in hidden inodes, which libext2fs
+/// (unlike e2fsck's private quota library) does not update.
+const RO_COMPAT_QUOTA: u32 = 0x0100;
 /// `EXT4_FEATURE_RO_COMPAT_ORPHAN_PRESENT`: the orphan file holds entries.
 const RO_COMPAT_ORPHAN_PRESENT: u32 = 0x1_0000;
 /// `EXT2_DYNAMIC_REV` and the inode size of revision 0 (`EXT2_GOOD_OLD_INODE_SIZE`).
@@ -110,7 +113,8 @@ impl OpenOptions {
     }
 
     /// Open even if the journal needs recovery, the filesystem was not cleanly unmounted, has
-    /// recorded errors or pending orphans. Writing then may lose the journal's transactions.
+    /// recorded errors or pending orphans (writing then may lose the journal's transactions),
+    /// or keeps quota usage (which then stays stale until e2fsck repairs it).
     #[must_use]
     pub fn force(mut self, force: bool) -> Self {
         self.force = force;
@@ -263,6 +267,17 @@ fn check_superblock(sb: &[u8; SUPERBLOCK_LEN], opts: &OpenOptions) -> Result<Fea
             tracing::warn!(cause = %r, "forced open of a filesystem that would be refused");
         } else {
             return Err(Error::Refused(r));
+        }
+    }
+    if ro_compat & RO_COMPAT_QUOTA != 0 {
+        if opts.force {
+            tracing::warn!("writing a quota filesystem: usage stays stale until e2fsck runs");
+        } else {
+            return Err(Error::Unsupported(
+                "quota feature: writes would leave quota usage stale (force to accept, then \
+                 run e2fsck)"
+                    .into(),
+            ));
         }
     }
     let inode_size = if le32(sb, S_REV_LEVEL) >= EXT2_DYNAMIC_REV {

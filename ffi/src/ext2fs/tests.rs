@@ -95,6 +95,19 @@ fn superblock_refusals_name_their_cause_unless_forced() {
 }
 
 #[test]
+fn superblock_quota_is_unsupported_unless_forced() {
+    let mut sb = good_sb();
+    set32(&mut sb, S_FEATURE_RO_COMPAT, RO_COMPAT_QUOTA);
+    let e = check_superblock(&sb, &OpenOptions::new()).expect_err("quota");
+    assert_eq!(
+        e.to_string(),
+        "unsupported: quota feature: writes would leave quota usage stale (force to accept, \
+         then run e2fsck)"
+    );
+    check_superblock(&sb, &OpenOptions::new().force(true)).expect("forced");
+}
+
+#[test]
 fn path_rules() {
     assert_eq!(components("/").expect("root"), Vec::<&str>::new());
     assert_eq!(components("/a//b/").expect("ok"), vec!["a", "b"]);
@@ -1549,4 +1562,45 @@ fn writes_through_a_qcow2_image() {
         debugfs(&back, "cat /etc/modprobe.d/blob") == data,
         "contents differ"
     );
+}
+
+#[test]
+fn quota_filesystems_need_force_and_then_need_e2fsck() {
+    if !have_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let img = mkfs(
+        dir.path(),
+        "quota.img",
+        &Mkfs {
+            features: Some("quota"),
+            ..Mkfs::default()
+        },
+    );
+    let raw = Arc::new(RawFile::open(&img, Access::ReadWrite).expect("open"));
+    match Ext2Fs::open(raw.clone(), &OpenOptions::new()) {
+        Err(Error::Unsupported(msg)) => assert!(msg.contains("quota"), "{msg}"),
+        other => panic!("expected unsupported, got {other:?}"),
+    }
+    let mut fs = Ext2Fs::open(raw, &OpenOptions::new().force(true)).expect("forced open");
+    fs.write_file(
+        "/f",
+        &[1u8; 50_000],
+        &NewFile::file(0o644).owner(1000, 1000),
+    )
+    .expect("write");
+    fs.close().expect("close");
+    // Only the quota usage is stale, which e2fsck -p repairs at the next boot.
+    let out = Command::new("e2fsck")
+        .args(["-fp"])
+        .arg(&img)
+        .output()
+        .expect("e2fsck");
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "e2fsck -fp could not repair"
+    );
+    e2fsck_clean(&img);
+    assert_eq!(debugfs(&img, "cat /f"), vec![1u8; 50_000]);
 }
