@@ -791,6 +791,8 @@ pub struct DdInstall {
     pub add_reg: Vec<AddReg>,
     /// Services from `<section>.Services`.
     pub services: Vec<ServiceInstall>,
+    /// Registry lines of `<section>.HW` (device-instance settings such as MSI support).
+    pub hw_add_reg: Vec<AddReg>,
 }
 
 /// What an INF installs, for one architecture.
@@ -1187,12 +1189,26 @@ impl<'a> DriverBuilder<'a> {
                 }
             }
         }
+        let mut hw_add_reg = Vec::new();
+        if let Some(hw) = self.inf.section(&format!("{}.HW", sec.name)) {
+            for l in &hw.lines {
+                if l.key
+                    .as_deref()
+                    .is_some_and(|k| k.eq_ignore_ascii_case("AddReg"))
+                {
+                    for f in l.fields.iter().filter(|f| !f.is_empty()) {
+                        hw_add_reg.extend(self.add_reg_section(f, l.line)?);
+                    }
+                }
+            }
+        }
         Ok(DdInstall {
             base: base.to_owned(),
             section: sec.name.clone(),
             copy_files,
             add_reg,
             services,
+            hw_add_reg,
         })
     }
 

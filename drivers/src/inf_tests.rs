@@ -107,6 +107,16 @@ fn viostor_utf16_field_by_field() {
             values: vec!["1".into()],
         }]
     );
+    assert_eq!(
+        i.hw_add_reg,
+        [AddReg {
+            root: "HKR".into(),
+            subkey: "Interrupt Management\\MessageSignaledInterruptProperties".into(),
+            value_name: Some("MSISupported".into()),
+            flags: 0x0001_0001,
+            values: vec!["1".into()],
+        }]
+    );
     assert_eq!(i.services.len(), 1);
     let s = &i.services[0];
     assert_eq!(s.name, "viostor");

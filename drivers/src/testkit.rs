@@ -333,6 +333,12 @@ pub fn inf_text(d: &FakeDriver, folder: OsFolder, arch: Arch) -> String {
          [{n}_dev_addreg]\r\n\
          HKR, , \"FakeTestFlag\", %REG_DWORD%, 1\r\n\
          \r\n\
+         [{n}_inst.HW]\r\n\
+         AddReg = {n}_msi_addreg\r\n\
+         \r\n\
+         [{n}_msi_addreg]\r\n\
+         HKR, \"Interrupt Management\\MessageSignaledInterruptProperties\", MSISupported, 0x00010001, 1\r\n\
+         \r\n\
          [{n}_inst.Services]\r\n\
          AddService = {n}, %SPSVCINST_ASSOCSERVICE%, {n}_Service_Inst, {n}_EventLog_Inst\r\n\
          \r\n\
