@@ -52,6 +52,9 @@ const EXT2_VALID_FS: u16 = 0x0001;
 const EXT2_ERROR_FS: u16 = 0x0002;
 /// `EXT3_FEATURE_INCOMPAT_RECOVER`: the journal needs replaying.
 const INCOMPAT_RECOVER: u32 = 0x0004;
+/// `EXT4_FEATURE_INCOMPAT_EA_INODE`: large xattr values live in their own inodes. libext2fs
+/// 1.47.2 neither charges those to the owner's `i_blocks` nor frees them with the owner.
+const INCOMPAT_EA_INODE: u32 = 0x0400;
 /// `EXT3_FEATURE_INCOMPAT_EXTENTS`.
 const INCOMPAT_EXTENTS: u32 = 0x0040;
 /// `EXT4_FEATURE_RO_COMPAT_QUOTA`: quota usage is kept in hidden inodes, which libext2fs
@@ -268,6 +271,12 @@ fn check_superblock(sb: &[u8; SUPERBLOCK_LEN], opts: &OpenOptions) -> Result<Fea
         } else {
             return Err(Error::Refused(r));
         }
+    }
+    if incompat & INCOMPAT_EA_INODE != 0 {
+        return Err(Error::Unsupported(
+            "ea_inode feature: libext2fs 1.47 leaves xattr inodes unaccounted and leaks them"
+                .into(),
+        ));
     }
     if ro_compat & RO_COMPAT_QUOTA != 0 {
         if opts.force {

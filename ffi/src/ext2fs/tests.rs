@@ -95,6 +95,24 @@ fn superblock_refusals_name_their_cause_unless_forced() {
 }
 
 #[test]
+fn superblock_ea_inode_is_unsupported_even_forced() {
+    let mut sb = good_sb();
+    set32(
+        &mut sb,
+        S_FEATURE_INCOMPAT,
+        INCOMPAT_EXTENTS | INCOMPAT_EA_INODE,
+    );
+    for opts in [OpenOptions::new(), OpenOptions::new().force(true)] {
+        let e = check_superblock(&sb, &opts).expect_err("ea_inode");
+        assert_eq!(
+            e.to_string(),
+            "unsupported: ea_inode feature: libext2fs 1.47 leaves xattr inodes unaccounted and \
+             leaks them"
+        );
+    }
+}
+
+#[test]
 fn superblock_quota_is_unsupported_unless_forced() {
     let mut sb = good_sb();
     set32(&mut sb, S_FEATURE_RO_COMPAT, RO_COMPAT_QUOTA);
@@ -1603,4 +1621,35 @@ fn quota_filesystems_need_force_and_then_need_e2fsck() {
     );
     e2fsck_clean(&img);
     assert_eq!(debugfs(&img, "cat /f"), vec![1u8; 50_000]);
+}
+
+#[test]
+fn ea_inode_filesystems_are_unsupported() {
+    // libext2fs 1.47.2 neither charges xattr inodes to their owner's i_blocks nor frees them
+    // with the owner (e2fsck -fn then fails), so such filesystems are refused outright.
+    if !have_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let img = mkfs(
+        dir.path(),
+        "eainode.img",
+        &Mkfs {
+            block_size: Some(4096),
+            features: Some("ea_inode"),
+            ..Mkfs::default()
+        },
+    );
+    let before = std::fs::read(&img).expect("read");
+    let raw = Arc::new(RawFile::open(&img, Access::ReadWrite).expect("open"));
+    for opts in [OpenOptions::new(), OpenOptions::new().force(true)] {
+        match Ext2Fs::open(raw.clone(), &opts) {
+            Err(Error::Unsupported(msg)) => assert!(msg.contains("ea_inode"), "{msg}"),
+            other => panic!("expected unsupported, got {other:?}"),
+        }
+    }
+    assert!(
+        std::fs::read(&img).expect("read") == before,
+        "refusal changed the image"
+    );
 }
