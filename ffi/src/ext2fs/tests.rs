@@ -201,6 +201,8 @@ fn have_tools() -> bool {
 /// How to make a test image.
 struct Mkfs<'a> {
     size_mib: u64,
+    /// `-t` type: ext2, ext3 or ext4.
+    fs_type: &'a str,
     /// Extra `-O` features, e.g. `inline_data`.
     features: Option<&'a str>,
     block_size: Option<u32>,
@@ -212,6 +214,7 @@ impl Default for Mkfs<'_> {
     fn default() -> Self {
         Self {
             size_mib: 64,
+            fs_type: "ext4",
             features: None,
             block_size: None,
             no_csum: false,
@@ -226,7 +229,7 @@ fn mkfs(dir: &Path, name: &str, m: &Mkfs<'_>) -> PathBuf {
     f.set_len(m.size_mib << 20).expect("size image");
     drop(f);
     let mut cmd = Command::new("mke2fs");
-    cmd.args(["-q", "-t", "ext4", "-F", "-E", "root_owner=0:0"]);
+    cmd.args(["-q", "-t", m.fs_type, "-F", "-E", "root_owner=0:0"]);
     if let Some(b) = m.block_size {
         cmd.args(["-b", &b.to_string()]);
     }
@@ -1032,6 +1035,7 @@ fn walk(dir: &Path, guest: &str, out: &mut BTreeMap<String, Node>) {
 fn random_on(name: &str, m: &Mkfs<'_>, seed: u64) {
     let m = &Mkfs {
         size_mib: 128,
+        fs_type: m.fs_type,
         features: m.features,
         block_size: m.block_size,
         no_csum: m.no_csum,
@@ -1651,5 +1655,44 @@ fn ea_inode_filesystems_are_unsupported() {
     assert!(
         std::fs::read(&img).expect("read") == before,
         "refusal changed the image"
+    );
+}
+
+#[test]
+fn random_ops_ext3_block_mapped() {
+    random_on(
+        "r3.img",
+        &Mkfs {
+            fs_type: "ext3",
+            block_size: Some(4096),
+            ..Mkfs::default()
+        },
+        0x5EED_0006,
+    );
+}
+
+#[test]
+fn random_ops_ext2_1k() {
+    random_on(
+        "r2.img",
+        &Mkfs {
+            fs_type: "ext2",
+            block_size: Some(1024),
+            ..Mkfs::default()
+        },
+        0x5EED_0007,
+    );
+}
+
+#[test]
+fn random_ops_4k_bigalloc() {
+    random_on(
+        "rb.img",
+        &Mkfs {
+            block_size: Some(4096),
+            features: Some("bigalloc"),
+            ..Mkfs::default()
+        },
+        0x5EED_0008,
     );
 }
