@@ -666,6 +666,31 @@ mod tests {
                 .collect::<Vec<_>>()
         );
         assert_eq!(codes("nonsense")[0].0, "parse");
+        for (param, ok) in [
+            ("target_mac = \"52:54:00:AB:cd:0f\"", true),
+            ("target_mac = \"\"", true),
+            ("target_mac = \"52:54:00:ab:cd\"", false),
+            ("target_mac = \"52:54:00:ab:cd:zz\"", false),
+            ("target_name = \"eth0\"", true),
+            ("target_name = \"Eth 0\"", false),
+            ("target_name = \"abcdefghijklmnop\"", false),
+        ] {
+            let t = GOOD.replace("\"caches\"", &format!("\"network\"\n{param}"));
+            let want = if ok {
+                vec![]
+            } else {
+                vec![("bad-param-value", Some(1))]
+            };
+            assert_eq!(codes(&t), want, "{param}");
+        }
+        assert_eq!(
+            codes(&GOOD.replace("\"caches\"", "\"console\"\ntty0 = \"yes\"")),
+            vec![("bad-param-type", Some(1))]
+        );
+        assert_eq!(
+            codes(&GOOD.replace("\"caches\"", "\"console\"\nserial = \"ttyS0 x\"")),
+            vec![("bad-param-value", Some(1))]
+        );
         let issue = &lint_text(&GOOD.replace("\"caches\"", "\"nope\""))[0];
         assert!(
             issue

@@ -136,6 +136,35 @@ pub enum CmdlineSite {
     Bls,
     /// A line of `/etc/kernel/cmdline` (used by `kernel-install` for new kernels).
     KernelCmdline,
+    /// `kernelopts=` in GRUB's environment block (RHEL 8 BLS entries use `$kernelopts`).
+    GrubEnv,
+}
+
+/// Size of GRUB's environment block file, padded with `#` (grub-editenv).
+pub const GRUBENV_SIZE: usize = 1024;
+
+/// Applies `edit` to the `kernelopts=` value of a GRUB environment block, keeping the file
+/// exactly [`GRUBENV_SIZE`] bytes by adjusting the `#` padding. `None` if nothing changed or the
+/// result does not fit.
+pub fn edit_grubenv(
+    text: &str,
+    edit: &mut dyn FnMut(CmdlineSite, &str) -> Option<String>,
+) -> Option<String> {
+    // The padding is the run of '#' after the last newline.
+    let body_len = text.rfind('\n').map_or(0, |i| i + 1);
+    let (body, pad) = text.split_at(body_len);
+    if !pad.bytes().all(|b| b == b'#') {
+        return None;
+    }
+    let new_body = edit_lines(body, |line| {
+        let args = line.strip_prefix("kernelopts=")?;
+        Some(format!("kernelopts={}", edit(CmdlineSite::GrubEnv, args)?))
+    })?;
+    if text.len() != GRUBENV_SIZE {
+        return Some(format!("{new_body}{pad}"));
+    }
+    let fill = GRUBENV_SIZE.checked_sub(new_body.len())?;
+    Some(format!("{new_body}{}", "#".repeat(fill)))
 }
 
 /// Applies `edit` to the value of each `GRUB_CMDLINE_LINUX*` assignment in `/etc/default/grub`
@@ -325,6 +354,21 @@ mod tests {
             r.unwrap(),
             "\tsearch --no-floppy --fs-uuid --set=root abcd\n\tlinux\t/vmlinuz-6.1 root=UUID=u ro\n\tinitrd /initrd.img\n"
         );
+    }
+
+    #[test]
+    fn grubenv_keeps_its_size() {
+        let body = "# GRUB Environment Block\nsaved_entry=x\nkernelopts=root=/dev/sda2 ro\n";
+        let env = format!("{body}{}", "#".repeat(GRUBENV_SIZE - body.len()));
+        let mut e = |_: CmdlineSite, a: &str| Some(a.replace("/dev/sda2", "UUID=abc-def"));
+        let n = edit_grubenv(&env, &mut e).unwrap();
+        assert_eq!(n.len(), GRUBENV_SIZE);
+        assert!(n.starts_with(
+            "# GRUB Environment Block\nsaved_entry=x\nkernelopts=root=UUID=abc-def ro\n###"
+        ));
+        let mut grow = |_: CmdlineSite, a: &str| Some(format!("{a} {}", "x".repeat(2000)));
+        assert_eq!(edit_grubenv(&env, &mut grow), None, "does not fit");
+        assert_eq!(edit_grubenv("kernelopts=a\nx", &mut e), None, "not padding");
     }
 
     #[test]

@@ -138,6 +138,8 @@ pub enum ParamKind {
     Choice(&'static [&'static str]),
     /// Any string matching a simple name rule (1..=15 bytes of `a-z 0-9 . _ -`, an interface name).
     IfName,
+    /// A MAC address `xx:xx:xx:xx:xx:xx`, or the empty string for "not set".
+    Mac,
     /// A string that is one kernel command line token (no whitespace, no quotes).
     KernelToken,
     /// A boolean.
@@ -220,6 +222,15 @@ fn valid_ifname(s: &str) -> bool {
         })
 }
 
+/// True for `xx:xx:xx:xx:xx:xx` (hex digits, either case).
+fn is_mac(s: &str) -> bool {
+    let parts: Vec<&str> = s.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// Checks a step's parameters against `fixer`'s specs: (lint code, message) per problem.
 #[must_use]
 pub fn validate_params(fixer: &dyn Fixer, table: &toml::Table) -> Vec<(&'static str, String)> {
@@ -256,6 +267,14 @@ pub fn validate_params(fixer: &dyn Fixer, table: &toml::Table) -> Vec<(&'static 
                     out.push((
                         "bad-param-value",
                         format!("{k} = {s:?} is not an interface name (1..=15 of a-z 0-9 . _ -)"),
+                    ));
+                }
+            }
+            (ParamKind::Mac, toml::Value::String(s)) => {
+                if !(s.is_empty() || is_mac(s)) {
+                    out.push((
+                        "bad-param-value",
+                        format!("{k} = {s:?} is not a MAC address xx:xx:xx:xx:xx:xx"),
                     ));
                 }
             }
@@ -338,6 +357,13 @@ pub(crate) fn cmdline_files(ctx: &FixContext<'_>) -> Result<Vec<(String, String,
             out.push((p, t, CmdlineFile::GrubCfg));
         }
     }
+    for env in ["/boot/grub2/grubenv", "/boot/grub/grubenv"] {
+        if let Some((p, t)) = ctx.read_text(env)?
+            && !out.iter().any(|(q, _, _)| *q == p)
+        {
+            out.push((p, t, CmdlineFile::GrubEnv));
+        }
+    }
     // kernel-install (RHEL 9, Fedora) takes new kernels' command line from here.
     if let Some((p, t)) = ctx.read_text("/etc/kernel/cmdline")? {
         out.push((p, t, CmdlineFile::KernelCmdline));
@@ -357,6 +383,7 @@ pub(crate) enum CmdlineFile {
     GrubCfg,
     Bls,
     KernelCmdline,
+    GrubEnv,
 }
 
 /// Edits every kernel command line in every file that has them; `edit(site, args)` returns new
@@ -367,11 +394,24 @@ pub(crate) fn edit_all_cmdlines(
     edit: &mut dyn FnMut(crate::text::CmdlineSite, &str) -> Option<String>,
 ) -> Result<Outcome> {
     let mut out = Outcome::default();
-    for (path, text, kind) in cmdline_files(ctx)? {
+    let files = cmdline_files(ctx)?;
+    // BLS entries that say `$kernelopts` take their command line from grubenv (RHEL 8), which
+    // is edited itself; adding to both would repeat every parameter.
+    let env_kernelopts = files.iter().any(|(_, t, k)| {
+        *k == CmdlineFile::GrubEnv && crate::text::lines(t).any(|l| l.starts_with("kernelopts="))
+    });
+    let edit = &mut |site: crate::text::CmdlineSite, args: &str| {
+        if env_kernelopts && site == crate::text::CmdlineSite::Bls && args.contains("$kernelopts") {
+            return None;
+        }
+        edit(site, args)
+    };
+    for (path, text, kind) in files {
         let new = match kind {
             CmdlineFile::DefaultGrub => crate::text::edit_default_grub(&text, ensure_default, edit),
             CmdlineFile::GrubCfg => crate::text::edit_grub_cfg(&text, edit),
             CmdlineFile::Bls => crate::text::edit_bls(&text, edit),
+            CmdlineFile::GrubEnv => crate::text::edit_grubenv(&text, edit),
             CmdlineFile::KernelCmdline => crate::text::edit_lines(&text, |body| {
                 edit(crate::text::CmdlineSite::KernelCmdline, body)
             }),

@@ -37,6 +37,12 @@ static PARAMS: &[ParamSpec] = &[
         default: "\"ens3\"",
         help: "the first NIC's name on the target (ens3 for virtio-net in PCI slot 3 on i440fx; eth0 adds net.ifnames=0)",
     },
+    ParamSpec {
+        name: "target_mac",
+        kind: ParamKind::Mac,
+        default: "\"\"",
+        help: "when the target NIC's MAC is known, also write a systemd .link file naming it target_name",
+    },
 ];
 
 const UDEV_RULES: &str = "/etc/udev/rules.d/70-persistent-net.rules";
@@ -127,11 +133,19 @@ impl Fixer for Network {
         };
         let target = params.str("target_name");
         let files = config_files(ctx)?;
-        let primary = files
+        let names: Vec<String> = files
             .iter()
             .flat_map(|(s, p, t)| ifaces_of(*s, p, t))
             .map(|i| i.name)
-            .find(|n| !n.is_empty() && n != "lo");
+            .filter(|n| !n.is_empty() && n != "lo")
+            .collect();
+        // A configuration already under the target name was moved by an earlier run; it stays
+        // the first NIC, so a second run plans nothing.
+        let primary = names
+            .iter()
+            .find(|n| *n == target)
+            .or_else(|| names.first())
+            .cloned();
         let job = Job {
             primary,
             target,
@@ -176,6 +190,10 @@ impl Fixer for Network {
                 out.notes.push(format!("{path} updated"));
             }
         }
+        let mac = params.str("target_mac").to_ascii_lowercase();
+        if !mac.is_empty() {
+            link_pin(ctx, target, &mac, &mut out)?;
+        }
         if target == "eth0" {
             let cmd = super::edit_all_cmdlines(ctx, true, &mut |site, args| {
                 if site == CmdlineSite::GrubDefaultLinuxDefault {
@@ -207,6 +225,36 @@ impl Fixer for Network {
         }
         Ok(out)
     }
+}
+
+/// Writes `/etc/systemd/network/10-rehost-<target>.link`, which names the NIC with `mac`
+/// `target` whatever slot it sits in (udev applies the first matching `.link` file).
+fn link_pin(ctx: &FixContext<'_>, target: &str, mac: &str, out: &mut Outcome) -> Result<()> {
+    let content = format!(
+        "# Written by rehost: the migrated VM's first NIC keeps the name its configuration uses.\n\
+         [Match]\nMACAddress={mac}\n\n[Link]\nName={target}\n"
+    );
+    let path = format!("{NETWORKD_DIR}/10-rehost-{target}.link");
+    if let Some((p, old)) = ctx.read_text(&path)? {
+        if old != content {
+            out.replace(&p, &old, content);
+            out.notes.push(format!("{p} updated for {mac}"));
+        }
+        return Ok(());
+    }
+    if !ctx.exists(NETWORKD_DIR)? {
+        out.notes
+            .push(format!("no {NETWORKD_DIR}, so no .link pin for {mac}"));
+        return Ok(());
+    }
+    let p = ctx.canonical(&path)?;
+    out.changes.push(Change::CreateFile {
+        path: p.to_string(),
+        content: content.into_bytes(),
+        mode: 0o644,
+    });
+    out.notes.push(format!("{p} names {mac} {target}"));
+    Ok(())
 }
 
 fn is_udev_pin(line: &str) -> bool {
