@@ -236,6 +236,38 @@ pub fn render_human(sel: &Selection) -> String {
     s
 }
 
+/// The human report of `rehost drivers list SOURCE` without a target: every driver and the
+/// folders it has.
+#[must_use]
+pub fn render_catalog(cat: &Catalog) -> String {
+    let mut s = String::new();
+    let layout = match cat.layout {
+        Layout::Iso => "iso layout",
+        Layout::Rpm => "rpm layout",
+    };
+    let _ = writeln!(
+        s,
+        "source: {} ({}, {layout}, {} packages)",
+        cat.source.path().display(),
+        cat.source.kind(),
+        cat.packages.len()
+    );
+    let mut i = 0;
+    while let Some(first) = cat.packages.get(i) {
+        let same: Vec<&Package> = cat.packages[i..]
+            .iter()
+            .take_while(|p| p.driver == first.driver)
+            .collect();
+        let folders: Vec<String> = same
+            .iter()
+            .map(|p| format!("{}/{}", p.folder, p.arch))
+            .collect();
+        let _ = writeln!(s, "{}: {}", first.driver, folders.join(", "));
+        i += same.len();
+    }
+    s
+}
+
 fn join(a: &str, b: &str) -> String {
     if a.is_empty() {
         b.to_owned()

@@ -347,3 +347,18 @@ fn human_and_json_reports() {
     assert_eq!(d["services"][0]["binary"]["path"], "viostor.sys");
     assert_eq!(d["files"][2]["pe"]["machine"], 0x8664);
 }
+
+#[test]
+fn catalog_report() {
+    let (dir, cat) = one_driver_tree(vec![
+        (OsFolder::W2k22, Arch::Amd64),
+        (OsFolder::W10, Arch::X86),
+    ]);
+    assert_eq!(
+        render_catalog(&cat),
+        format!(
+            "source: {} (directory, iso layout, 2 packages)\nviostor: w10/x86, 2k22/amd64\n",
+            dir.path().display()
+        )
+    );
+}

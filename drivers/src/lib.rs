@@ -38,7 +38,7 @@ pub mod source;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use catalog::{Catalog, DriverChoice, Layout, Selection, render_human};
+pub use catalog::{Catalog, DriverChoice, Layout, Selection, render_catalog, render_human};
 pub use error::{Error, Result};
 pub use inf::{Inf, InfDriver};
 pub use osmap::{Arch, OsFolder, WindowsTarget};
