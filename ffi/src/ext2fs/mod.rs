@@ -165,7 +165,7 @@ impl NewFile {
 /// A timestamp: seconds since the Unix epoch and nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Timestamp {
-    /// Seconds since 1970-01-01 UTC (ext4 stores -2^31 ..= 2^34 - 1 with extra fields).
+    /// Seconds since 1970-01-01 UTC (ext4 with extra fields stores 1901 ..= 2446; values beyond are clamped).
     pub secs: i64,
     /// Nanoseconds (`0..1_000_000_000`; kept only on inodes with extra fields).
     pub nanos: u32,
@@ -398,9 +398,16 @@ fn hi16(v: u32) -> u16 {
     u16::try_from(v >> 16).unwrap_or(0)
 }
 
+/// Range of ext4 timestamps with extra fields (ext4 disk layout, "Inode Timestamps").
+const TIME_MIN: i64 = -(1 << 31);
+const TIME_MAX: i64 = 3 * (1 << 32) + (1 << 31) - 1;
+
 /// ext4 time encoding: low 32 bits signed in the base field, two epoch bits and the
 /// nanoseconds in the `_extra` field (ext4 disk layout, "Inode Timestamps").
 fn encode_time(t: Timestamp) -> (u32, u32) {
+    // Clamped to what the format can hold: -2^31 ..= 3 * 2^32 + 2^31 - 1 (1901 ..= 2446).
+    let secs = t.secs.clamp(TIME_MIN, TIME_MAX);
+    let t = Timestamp { secs, ..t };
     let lo = u32::try_from(t.secs.rem_euclid(1 << 32)).unwrap_or(0);
     let lo_signed = i64::from(lo.cast_signed());
     let epoch = u32::try_from(((t.secs - lo_signed) >> 32) & 3).unwrap_or(0);
@@ -1093,15 +1100,16 @@ impl Ext2Fs {
         Ok(ino)
     }
 
-    fn set_owner_mode(&self, ino: u32, attrs: &NewFile, keep_perms: bool) -> Result<()> {
+    /// Sets owner and group; and the permission bits too when `perms` is given.
+    fn set_owner(&self, ino: u32, uid: u32, gid: u32, perms: Option<u16>) -> Result<()> {
         let mut inode = self.read_inode(ino)?;
-        if !keep_perms {
-            inode.i_mode = (inode.i_mode & S_IFMT) | perm_bits(attrs.mode)?;
+        if let Some(p) = perms {
+            inode.i_mode = (inode.i_mode & S_IFMT) | p;
         }
-        inode.i_uid = lo16(attrs.uid);
-        inode.l_i_uid_high = hi16(attrs.uid);
-        inode.i_gid = lo16(attrs.gid);
-        inode.l_i_gid_high = hi16(attrs.gid);
+        inode.i_uid = lo16(uid);
+        inode.l_i_uid_high = hi16(uid);
+        inode.i_gid = lo16(gid);
+        inode.l_i_gid_high = hi16(gid);
         self.write_inode(ino, &mut inode)
     }
 
@@ -1222,7 +1230,7 @@ impl Ext2Fs {
                 self.adjust_links(dir, false)?;
                 return Err(e);
             }
-            self.set_owner_mode(ino, attrs, false)?;
+            self.set_owner(ino, attrs.uid, attrs.gid, Some(perms))?;
             let now = Timestamp::now();
             self.touch(
                 ino,
@@ -1260,11 +1268,7 @@ impl Ext2Fs {
             self.release(ino, inode, path)?;
             return Err(e);
         }
-        let keep = NewFile {
-            mode: 0o777,
-            ..*attrs
-        };
-        self.set_owner_mode(ino, &keep, true)?;
+        self.set_owner(ino, attrs.uid, attrs.gid, None)?;
         self.touch(dir, Self::modified_now())
     }
 
@@ -1400,7 +1404,7 @@ impl Ext2Fs {
     /// [`Error::NotFound`].
     pub fn chown(&mut self, path: &str, uid: u32, gid: u32) -> Result<()> {
         let ino = self.namei(path, false)?;
-        self.set_owner_mode(ino, &NewFile::file(0).owner(uid, gid), true)?;
+        self.set_owner(ino, uid, gid, None)?;
         self.touch(ino, Self::changed_now())
     }
 

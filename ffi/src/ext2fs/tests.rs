@@ -166,6 +166,16 @@ fn time_encoding_round_trips() {
         let (lo, x) = encode_time(t);
         assert_eq!(decode_time(lo, Some(x)), t, "secs {secs}");
     }
+    let far = encode_time(Timestamp {
+        secs: i64::MAX,
+        nanos: 0,
+    });
+    assert_eq!(decode_time(far.0, Some(far.1)).secs, TIME_MAX);
+    let past = encode_time(Timestamp {
+        secs: i64::MIN,
+        nanos: 0,
+    });
+    assert_eq!(decode_time(past.0, Some(past.1)).secs, TIME_MIN);
     let (lo, _) = encode_time(Timestamp {
         secs: 100,
         nanos: 5,
