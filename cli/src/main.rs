@@ -4,6 +4,7 @@
 //! and chooses the exit code. Exit codes are a contract: 0 done with no problems, 1 problems found
 //! (for `inspect`: no operating system found), 2 usage or operational error. A broken pipe exits 0.
 
+mod drivers_cmd;
 mod gateway;
 mod guest_cmd;
 mod inspect_cmd;
@@ -51,6 +52,8 @@ enum Command {
     },
     /// Restore an image changed by rehost from its undo file, or discard the undo file.
     Undo(guest_cmd::UndoArgs),
+    /// Virtio-win driver catalogs: what a source holds and what would be injected.
+    Drivers(drivers_cmd::DriversArgs),
     /// Serve volumes and snapshots over NBD, and manage the volume store.
     Gateway(gateway::GatewayArgs),
 }
@@ -78,6 +81,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Cat(args) => guest_cmd::cat(&args),
         Command::Stat { target, json } => guest_cmd::stat(&target, json),
         Command::Undo(args) => guest_cmd::undo(&args),
+        Command::Drivers(args) => drivers_cmd::run(&args),
         Command::Gateway(args) => gateway::run(args),
     }
 }

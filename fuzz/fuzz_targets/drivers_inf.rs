@@ -1,0 +1,4 @@
+//! virtio-win catalogs: inf.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| drivers::fuzzing::fuzz_inf(data));
