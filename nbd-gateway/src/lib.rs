@@ -20,6 +20,7 @@
 //! ```
 
 mod backend;
+mod direct;
 mod error;
 mod export;
 pub mod fuzzing;

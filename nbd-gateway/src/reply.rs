@@ -116,37 +116,109 @@ impl Outcome {
     }
 }
 
-fn simple_header(buf: &mut Vec<u8>, cookie: u64, error: u32) {
-    buf.extend_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
-    buf.extend_from_slice(&error.to_be_bytes());
-    buf.extend_from_slice(&cookie.to_be_bytes());
+/// Where reply bytes are appended: a fresh `Vec` or a reused [`ReplyBuf`].
+pub(crate) trait Sink {
+    /// Appends `bytes`.
+    fn put(&mut self, bytes: &[u8]);
+    /// Appends `n` bytes for the caller to fill and returns them (their old contents are
+    /// unspecified: a reused buffer is not zeroed again).
+    fn grow(&mut self, n: usize) -> &mut [u8];
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+
+    fn grow(&mut self, n: usize) -> &mut [u8] {
+        let start = self.len();
+        self.resize(start + n, 0);
+        self.get_mut(start..).unwrap_or_default()
+    }
+}
+
+/// A reply buffer reused from request to request by one worker: its storage only grows, so
+/// reads are not preceded by zeroing the bytes they are about to overwrite.
+#[derive(Debug, Default)]
+pub(crate) struct ReplyBuf {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+/// A [`ReplyBuf`] larger than this after a request is released instead of kept.
+const REPLY_BUF_KEEP: usize = 4 << 20;
+
+impl ReplyBuf {
+    /// Empties the buffer, keeping its storage unless it grew past [`REPLY_BUF_KEEP`].
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+        if self.buf.len() > REPLY_BUF_KEEP {
+            self.buf = Vec::new();
+        }
+    }
+
+    /// The reply so far.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+
+    fn into_vec(mut self) -> Vec<u8> {
+        self.buf.truncate(self.len);
+        self.buf
+    }
+}
+
+impl Sink for ReplyBuf {
+    fn put(&mut self, bytes: &[u8]) {
+        self.grow(bytes.len()).copy_from_slice(bytes);
+    }
+
+    fn grow(&mut self, n: usize) -> &mut [u8] {
+        let start = self.len;
+        let end = start + n;
+        if self.buf.len() < end {
+            self.buf.resize(end, 0);
+        }
+        self.len = end;
+        self.buf.get_mut(start..end).unwrap_or_default()
+    }
+}
+
+fn simple_header(buf: &mut impl Sink, cookie: u64, error: u32) {
+    let mut h = [0u8; SIMPLE_REPLY_LEN];
+    h[..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
+    h[4..8].copy_from_slice(&error.to_be_bytes());
+    h[8..].copy_from_slice(&cookie.to_be_bytes());
+    buf.put(&h);
 }
 
 /// Appends a structured or extended chunk header (spec: "Structured reply chunk message";
 /// extension-ext-header: "Extended reply chunk message").
-fn chunk_header(buf: &mut Vec<u8>, mode: ReplyMode, flags: u16, typ: u16, req: &Request, len: u64) {
+fn chunk_header(
+    buf: &mut impl Sink,
+    mode: ReplyMode,
+    flags: u16,
+    typ: u16,
+    req: &Request,
+    len: u64,
+) {
+    let mut h = [0u8; EXTENDED_REPLY_LEN];
     if mode == ReplyMode::Extended {
-        buf.extend_from_slice(&EXTENDED_REPLY_MAGIC.to_be_bytes());
-        buf.extend_from_slice(&flags.to_be_bytes());
-        buf.extend_from_slice(&typ.to_be_bytes());
-        buf.extend_from_slice(&req.cookie.to_be_bytes());
-        buf.extend_from_slice(&req.offset.to_be_bytes());
-        buf.extend_from_slice(&len.to_be_bytes());
+        h[..4].copy_from_slice(&EXTENDED_REPLY_MAGIC.to_be_bytes());
+        h[4..6].copy_from_slice(&flags.to_be_bytes());
+        h[6..8].copy_from_slice(&typ.to_be_bytes());
+        h[8..16].copy_from_slice(&req.cookie.to_be_bytes());
+        h[16..24].copy_from_slice(&req.offset.to_be_bytes());
+        h[24..32].copy_from_slice(&len.to_be_bytes());
+        buf.put(&h);
     } else {
-        buf.extend_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
-        buf.extend_from_slice(&flags.to_be_bytes());
-        buf.extend_from_slice(&typ.to_be_bytes());
-        buf.extend_from_slice(&req.cookie.to_be_bytes());
+        h[..4].copy_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
+        h[4..6].copy_from_slice(&flags.to_be_bytes());
+        h[6..8].copy_from_slice(&typ.to_be_bytes());
+        h[8..16].copy_from_slice(&req.cookie.to_be_bytes());
         // Chunk payloads are bounded by MAX_PAYLOAD plus a small overhead, far below u32::MAX.
-        buf.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
-    }
-}
-
-fn chunk_header_len(mode: ReplyMode) -> usize {
-    if mode == ReplyMode::Extended {
-        EXTENDED_REPLY_LEN
-    } else {
-        STRUCTURED_REPLY_LEN
+        h[16..20].copy_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+        buf.put(h.get(..STRUCTURED_REPLY_LEN).unwrap_or_default());
     }
 }
 
@@ -241,6 +313,36 @@ fn check_flags(sess: &Session, req: &Request) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// What the metrics need to know about one executed request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Meta {
+    pub(crate) error: Option<NbdError>,
+    pub(crate) read: u64,
+    pub(crate) written: u64,
+}
+
+/// [`execute`] into a reused buffer: reads are encoded straight into `out` (no zeroing, no
+/// copy), other commands' short replies are copied there.
+pub(crate) fn execute_into(
+    sess: &Session,
+    req: &Request,
+    payload: &[u8],
+    out: &mut ReplyBuf,
+) -> Meta {
+    out.clear();
+    if req.typ == CMD_READ && check_flags(sess, req).is_ok() {
+        let size = sess.export.backend().size();
+        return read_into(sess, req, size, out);
+    }
+    let o = execute(sess, req, payload);
+    out.put(&o.bytes);
+    Meta {
+        error: o.error,
+        read: o.read,
+        written: o.written,
+    }
+}
+
 /// Executes one request against the export and encodes its reply. `payload` is the request's
 /// payload, already read from the wire (and bounded by [`MAX_PAYLOAD`]).
 pub(crate) fn execute(sess: &Session, req: &Request, payload: &[u8]) -> Outcome {
@@ -277,7 +379,16 @@ pub(crate) fn execute(sess: &Session, req: &Request, payload: &[u8]) -> Outcome 
         }
     };
     match req.typ {
-        CMD_READ => read(sess, req, size),
+        CMD_READ => {
+            let mut out = ReplyBuf::default();
+            let meta = read_into(sess, req, size, &mut out);
+            Outcome {
+                bytes: out.into_vec(),
+                error: meta.error,
+                read: meta.read,
+                written: meta.written,
+            }
+        }
         CMD_WRITE => {
             if sess.read_only {
                 return fail(sess, req, NbdError::Perm, "export is read-only");
@@ -372,45 +483,54 @@ pub(crate) fn execute(sess: &Session, req: &Request, payload: &[u8]) -> Outcome 
     }
 }
 
-fn read(sess: &Session, req: &Request, size: u64) -> Outcome {
+/// Replaces whatever `out` holds by `o`'s reply.
+fn into_buf(o: Outcome, out: &mut ReplyBuf) -> Meta {
+    out.clear();
+    out.put(&o.bytes);
+    Meta {
+        error: o.error,
+        read: o.read,
+        written: o.written,
+    }
+}
+
+fn read_into(sess: &Session, req: &Request, size: u64, out: &mut ReplyBuf) -> Meta {
     if req.length > u64::from(MAX_PAYLOAD) {
-        return fail(
+        let o = fail(
             sess,
             req,
             NbdError::Overflow,
             "read longer than the 32 MiB maximum payload",
         );
+        return into_buf(o, out);
     }
     if !in_range(size, req.offset, req.length) {
-        return fail(
+        let o = fail(
             sess,
             req,
             NbdError::Inval,
             "read past the end of the export",
         );
+        return into_buf(o, out);
     }
     // OK: length <= MAX_PAYLOAD (2^25) fits in usize.
     let n = usize::try_from(req.length).unwrap_or(0);
     let backend = sess.export.backend();
+    let done = Meta {
+        error: None,
+        read: req.length,
+        written: 0,
+    };
     if sess.mode == ReplyMode::Simple {
-        let mut buf = Vec::with_capacity(SIMPLE_REPLY_LEN + n);
-        simple_header(&mut buf, req.cookie, 0);
-        buf.resize(SIMPLE_REPLY_LEN + n, 0);
-        if let Err(e) = backend.read_at(
-            buf.get_mut(SIMPLE_REPLY_LEN..).unwrap_or_default(),
-            req.offset,
-        ) {
-            return io_fail(sess, req, &e);
+        simple_header(out, req.cookie, 0);
+        if let Err(e) = backend.read_at(out.grow(n), req.offset) {
+            return into_buf(io_fail(sess, req, &e), out);
         }
-        return Outcome {
-            bytes: buf,
-            error: None,
-            read: req.length,
-            written: 0,
-        };
+        return done;
     }
     if n == 0 {
-        return Outcome::ok(ok_reply(sess.mode, req));
+        out.put(&ok_reply(sess.mode, req));
+        return Meta { read: 0, ..done };
     }
     let runs = if req.flags & CMD_FLAG_DF != 0 {
         Vec::new()
@@ -420,49 +540,31 @@ fn read(sess: &Session, req: &Request, size: u64) -> Outcome {
             .unwrap_or_default()
     };
     let chunks = read_chunks(&runs, req.offset, req.length);
-    let hdr = chunk_header_len(sess.mode);
-    let total: usize = chunks
-        .iter()
-        .map(|c| {
-            hdr + if c.hole {
-                12
-            } else {
-                8 + usize::try_from(c.len).unwrap_or(0)
-            }
-        })
-        .sum();
-    let mut buf = Vec::with_capacity(total);
     let last = chunks.len().saturating_sub(1);
     for (i, c) in chunks.iter().enumerate() {
         let flags = if i == last { REPLY_FLAG_DONE } else { 0 };
         if c.hole {
-            chunk_header(&mut buf, sess.mode, flags, REPLY_TYPE_OFFSET_HOLE, req, 12);
-            buf.extend_from_slice(&c.offset.to_be_bytes());
+            chunk_header(out, sess.mode, flags, REPLY_TYPE_OFFSET_HOLE, req, 12);
+            out.put(&c.offset.to_be_bytes());
             // OK: a hole inside one read is at most MAX_PAYLOAD bytes.
-            buf.extend_from_slice(&u32::try_from(c.len).unwrap_or(0).to_be_bytes());
+            out.put(&u32::try_from(c.len).unwrap_or(0).to_be_bytes());
         } else {
             chunk_header(
-                &mut buf,
+                out,
                 sess.mode,
                 flags,
                 REPLY_TYPE_OFFSET_DATA,
                 req,
                 8 + c.len,
             );
-            buf.extend_from_slice(&c.offset.to_be_bytes());
-            let start = buf.len();
-            buf.resize(start + usize::try_from(c.len).unwrap_or(0), 0);
-            if let Err(e) = backend.read_at(buf.get_mut(start..).unwrap_or_default(), c.offset) {
-                return io_fail(sess, req, &e);
+            out.put(&c.offset.to_be_bytes());
+            let data = out.grow(usize::try_from(c.len).unwrap_or(0));
+            if let Err(e) = backend.read_at(data, c.offset) {
+                return into_buf(io_fail(sess, req, &e), out);
             }
         }
     }
-    Outcome {
-        bytes: buf,
-        error: None,
-        read: req.length,
-        written: 0,
-    }
+    done
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! The server: listeners, the handshake (option haggling) and the transmission loop.
 
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use crate::direct;
 use crate::export::{Export, ExportCatalog};
 use crate::metrics::Metrics;
 use crate::proto::*;
@@ -58,6 +60,10 @@ pub struct ServerConfig {
     /// After shutdown starts, how long a connection answers `NBD_ESHUTDOWN` while waiting for
     /// the client's `NBD_CMD_DISC` before it is closed.
     pub shutdown_grace: Duration,
+    /// Serve plain (non-TLS) TCP and unix connections with worker threads that read, execute
+    /// and answer each request on one thread (the default, and the fast path); `false` uses
+    /// the async reader and writer tasks with the blocking pool, as TLS connections always do.
+    pub direct_io: bool,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -84,6 +90,7 @@ impl Default for ServerConfig {
             reply_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(2),
+            direct_io: true,
         }
     }
 }
@@ -132,7 +139,8 @@ impl Negotiation {
 
 /// Why option haggling ended.
 enum HandshakeEnd {
-    Transmission(Box<dyn Io>, Session),
+    /// Transmission starts; the bool says whether TLS is on.
+    Transmission(Box<dyn Io>, Session, bool),
     Aborted,
 }
 
@@ -221,7 +229,8 @@ impl Server {
                     if let Err(e) = sock.set_nodelay(true) {
                         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                     }
-                    self.spawn_connection(sock, peer.to_string());
+                    let fd = sock.as_fd().try_clone_to_owned().ok();
+                    self.spawn_connection(sock, peer.to_string(), fd);
                 }
                 Some(Err(e)) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -245,7 +254,10 @@ impl Server {
             };
             match accepted {
                 None => return Ok(()),
-                Some(Ok((sock, _))) => self.spawn_connection(sock, "unix".to_owned()),
+                Some(Ok((sock, _))) => {
+                    let fd = sock.as_fd().try_clone_to_owned().ok();
+                    self.spawn_connection(sock, "unix".to_owned(), fd);
+                }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -254,7 +266,8 @@ impl Server {
         }
     }
 
-    fn spawn_connection<S>(self: &Arc<Self>, io: S, peer: String)
+    /// `fd` is a duplicate of the socket's descriptor, for direct transmission.
+    fn spawn_connection<S>(self: &Arc<Self>, io: S, peer: String, fd: Option<OwnedFd>)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -264,7 +277,7 @@ impl Server {
         };
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            this.serve_connection(io, &peer).await;
+            this.serve(io, &peer, fd).await;
             drop(permit);
         });
     }
@@ -275,6 +288,13 @@ impl Server {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        self.serve(io, peer, None).await;
+    }
+
+    async fn serve<S>(self: &Arc<Self>, io: S, peer: &str, fd: Option<OwnedFd>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         self.metrics.connection_opened();
         let io: Box<dyn Io> = Box::new(io);
         let end = tokio::time::timeout(self.config.handshake_timeout, self.handshake(io)).await;
@@ -282,9 +302,18 @@ impl Server {
             Err(_) => tracing::debug!(peer, "handshake timed out"),
             Ok(Err(e)) => tracing::debug!(peer, error = %e, "handshake ended"),
             Ok(Ok(HandshakeEnd::Aborted)) => tracing::debug!(peer, "client aborted handshake"),
-            Ok(Ok(HandshakeEnd::Transmission(io, session))) => {
-                tracing::info!(peer, export = session.export.name(), mode = ?session.mode, "client connected");
-                if let Err(e) = self.transmission(io, session).await {
+            Ok(Ok(HandshakeEnd::Transmission(io, session, tls))) => {
+                tracing::info!(peer, export = session.export.name(), mode = ?session.mode, tls, "client connected");
+                let ended = match fd {
+                    Some(fd) if !tls && self.config.direct_io => {
+                        // The handshake reads exactly what it parses, so nothing is buffered
+                        // in `io`: the duplicate descriptor carries on from here.
+                        drop(io);
+                        self.transmission_direct(fd, session).await
+                    }
+                    _ => self.transmission(io, session).await,
+                };
+                if let Err(e) = ended {
                     tracing::debug!(peer, error = %e, "connection ended");
                 }
             }
@@ -417,7 +446,7 @@ impl Server {
                         mode: neg.mode(),
                         base_allocation,
                     };
-                    return Ok(HandshakeEnd::Transmission(io, session));
+                    return Ok(HandshakeEnd::Transmission(io, session, tls));
                 }
                 OPT_ABORT => {
                     // The client may already have closed; a failed ACK does not matter.
@@ -521,7 +550,7 @@ impl Server {
                             mode: neg.mode(),
                             base_allocation,
                         };
-                        return Ok(HandshakeEnd::Transmission(io, session));
+                        return Ok(HandshakeEnd::Transmission(io, session, tls));
                     }
                 }
                 OPT_STRUCTURED_REPLY => {
@@ -606,6 +635,60 @@ impl Server {
             }
         }
         Err(violation("too many options"))
+    }
+
+    /// Transmission by worker threads over the socket itself (see `direct.rs`).
+    async fn transmission_direct(
+        self: &Arc<Self>,
+        fd: OwnedFd,
+        session: Session,
+    ) -> io::Result<()> {
+        let metrics = self.metrics.export(session.export.name());
+        let limits = direct::Limits {
+            max_in_flight: self.config.max_in_flight,
+            buffer_budget: self.config.buffer_budget,
+            request_timeout: self.config.request_timeout,
+            reply_timeout: self.config.reply_timeout,
+        };
+        let conn = direct::Conn::new(fd, Arc::new(session), limits, metrics)?;
+        // Every worker holds a sender; `recv` returns `None` once the last one has exited.
+        let (alive, mut all_gone) = tokio::sync::mpsc::unbounded_channel::<()>();
+        conn.spawn_worker(alive)?;
+        let mut stop = self.shutdown.subscribe();
+        let mut deadline: Option<Instant> = None;
+        let mut reads_closed = false;
+        loop {
+            let grace = async {
+                match deadline {
+                    Some(d) if !reads_closed => tokio::time::sleep_until(d).await,
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = all_gone.recv() => break,
+                _ = stop.wait_for(|s| *s), if deadline.is_none() => {
+                    conn.stopping.store(true, std::sync::atomic::Ordering::Release);
+                    deadline = Some(Instant::now() + self.config.shutdown_grace);
+                }
+                () = grace => {
+                    tracing::debug!("shutdown grace period over, closing");
+                    conn.close_reads();
+                    reads_closed = true;
+                }
+            }
+        }
+        // Every request has been answered; flush before the socket closes (spec:
+        // "NBD_CMD_DISC"), so the client's close means its writes are durable.
+        let session = Arc::clone(conn.session());
+        if !session.read_only {
+            match tokio::task::spawn_blocking(move || session.export.backend().flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "flush at disconnect failed"),
+                Err(e) => tracing::warn!(error = %e, "flush task failed"),
+            }
+        }
+        drop(conn);
+        Ok(())
     }
 
     async fn transmission(self: &Arc<Self>, io: Box<dyn Io>, session: Session) -> io::Result<()> {

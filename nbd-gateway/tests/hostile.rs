@@ -188,7 +188,20 @@ fn list_and_meta_context_listing() {
 
 #[test]
 fn transmission_errors_are_the_specified_ones() {
-    let t = TestServer::start();
+    transmission_errors_are_the_specified_ones_on(true);
+}
+
+/// The same through the async reader/writer path (what TLS connections use).
+#[test]
+fn transmission_errors_are_the_specified_ones_async_path() {
+    transmission_errors_are_the_specified_ones_on(false);
+}
+
+fn transmission_errors_are_the_specified_ones_on(direct_io: bool) {
+    let t = TestServer::start_with(nbd_gateway::ServerConfig {
+        direct_io,
+        ..Default::default()
+    });
     let path = t.volume("v", SIZE);
     t.store.create_snapshot("v", "snap").unwrap();
     let mut c = t.connect();
@@ -272,7 +285,20 @@ fn disconnect_mid_write_payload_changes_nothing() {
 
 #[test]
 fn structured_reads_split_data_and_holes() {
-    let t = TestServer::start();
+    structured_reads_split_data_and_holes_on(true);
+}
+
+/// The same through the async reader/writer path (what TLS connections use).
+#[test]
+fn structured_reads_split_data_and_holes_async_path() {
+    structured_reads_split_data_and_holes_on(false);
+}
+
+fn structured_reads_split_data_and_holes_on(direct_io: bool) {
+    let t = TestServer::start_with(nbd_gateway::ServerConfig {
+        direct_io,
+        ..Default::default()
+    });
     let path = t.volume("v", SIZE);
     poke(&path, 1 << 20, &[0x5A; 65536]);
     let mut c = t.connect();
@@ -363,7 +389,20 @@ fn structured_reads_split_data_and_holes() {
 
 #[test]
 fn extended_headers_block_status_and_writes() {
-    let t = TestServer::start();
+    extended_headers_block_status_and_writes_on(true);
+}
+
+/// The same through the async reader/writer path (what TLS connections use).
+#[test]
+fn extended_headers_block_status_and_writes_async_path() {
+    extended_headers_block_status_and_writes_on(false);
+}
+
+fn extended_headers_block_status_and_writes_on(direct_io: bool) {
+    let t = TestServer::start_with(nbd_gateway::ServerConfig {
+        direct_io,
+        ..Default::default()
+    });
     let path = t.volume("v", SIZE);
     let mut c = t.connect();
     c.handshake("v", false, true, true);
@@ -399,7 +438,20 @@ fn extended_headers_block_status_and_writes() {
 
 #[test]
 fn many_concurrent_hostile_and_good_clients() {
-    let t = TestServer::start();
+    many_concurrent_hostile_and_good_clients_on(true);
+}
+
+/// The same through the async reader/writer path (what TLS connections use).
+#[test]
+fn many_concurrent_hostile_and_good_clients_async_path() {
+    many_concurrent_hostile_and_good_clients_on(false);
+}
+
+fn many_concurrent_hostile_and_good_clients_on(direct_io: bool) {
+    let t = TestServer::start_with(nbd_gateway::ServerConfig {
+        direct_io,
+        ..Default::default()
+    });
     let path = t.volume("v", SIZE);
     t.store.create_snapshot("v", "s").unwrap();
     let sock = t.sock.clone();
@@ -466,8 +518,19 @@ fn many_concurrent_hostile_and_good_clients() {
 
 #[test]
 fn shutdown_answers_eshutdown_then_closes() {
+    shutdown_answers_eshutdown_then_closes_on(true);
+}
+
+/// The same through the async reader/writer path (what TLS connections use).
+#[test]
+fn shutdown_answers_eshutdown_then_closes_async_path() {
+    shutdown_answers_eshutdown_then_closes_on(false);
+}
+
+fn shutdown_answers_eshutdown_then_closes_on(direct_io: bool) {
     let config = nbd_gateway::ServerConfig {
         shutdown_grace: std::time::Duration::from_secs(10),
+        direct_io,
         ..Default::default()
     };
     let t = TestServer::start_with(config);
@@ -499,4 +562,31 @@ fn shutdown_answers_eshutdown_then_closes() {
             n.closed()
         }
     );
+}
+
+#[test]
+fn stalled_requests_are_dropped_but_idle_connections_are_not() {
+    for direct_io in [true, false] {
+        let t = TestServer::start_with(nbd_gateway::ServerConfig {
+            request_timeout: std::time::Duration::from_millis(200),
+            direct_io,
+            ..Default::default()
+        });
+        let path = t.volume("v", SIZE);
+        let mut idle = t.connect();
+        idle.handshake("v", false, false, false);
+        let mut half = t.connect();
+        half.handshake("v", false, false, false);
+        half.s.write_all(&REQUEST_MAGIC.to_be_bytes()).unwrap();
+        assert!(half.closed(), "half a header (direct_io {direct_io})");
+        let mut mid = t.connect();
+        mid.handshake("v", false, false, false);
+        mid.request(0, CMD_WRITE, 1, 0, 4096);
+        mid.s.write_all(&[0xEE; 100]).unwrap();
+        assert!(mid.closed(), "half a payload (direct_io {direct_io})");
+        // Idle for longer than the request timeout: still served.
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        assert_eq!(idle.read_simple(0, 512).unwrap(), vec![0u8; 512]);
+        assert_eq!(std::fs::read(&path).unwrap(), vec![0u8; SIZE as usize]);
+    }
 }
