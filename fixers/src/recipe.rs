@@ -740,6 +740,18 @@ mod tests {
     }
 
     #[test]
+    fn recipe_json_for_recipe_show() {
+        let set = RecipeSet::shipped().unwrap();
+        let v = serde_json::to_value(set.get("ubuntu").unwrap()).unwrap();
+        assert_eq!(v["name"], "ubuntu");
+        assert_eq!(v["origin"]["kind"], "shipped");
+        assert_eq!(v["origin"]["path"], "ubuntu.toml");
+        assert_eq!(v["match"]["version"], ">=18.04, <=24.04");
+        assert_eq!(v["steps"][1]["fixer"], "network");
+        assert_eq!(v["steps"][1]["params"]["policy"], "preserve");
+    }
+
+    #[test]
     fn user_recipes_override_shipped_by_name() {
         let mut set = RecipeSet::shipped().unwrap();
         let before = set.len();

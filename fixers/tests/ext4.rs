@@ -57,5 +57,10 @@ fn ext4_image_plans_like_the_golden_case() {
     )
     .unwrap();
     let golden = std::fs::read_to_string(case.join("plan.json")).unwrap();
-    assert_eq!(p.to_json() + "\n", golden);
+    let json = p.to_json() + "\n";
+    assert!(
+        json == golden,
+        "plan differs from the golden one:\n{}",
+        fixers::diff::unified("/plan.json", &golden, &json, 3, 200)
+    );
 }

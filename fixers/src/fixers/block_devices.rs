@@ -11,6 +11,12 @@ use crate::Result;
 
 pub(crate) struct BlockDeviceNames;
 
+/// Longest filesystem UUID written (a GUID is 36; FAT and NTFS serials are shorter).
+const MAX_UUID_LEN: usize = 64;
+
+/// initramfs-tools' resume device setting, copied into every initramfs it builds.
+const INITRAMFS_TOOLS_RESUME: &str = "/etc/initramfs-tools/conf.d/resume";
+
 /// Kernel parameters naming a block device.
 const CMDLINE_KEYS: &[&str] = &["root", "resume"];
 
@@ -102,8 +108,13 @@ pub(crate) fn stable_name(spec: &str, report: &Report) -> Option<String> {
     };
     let name = format!("/dev/sd{letters}{suffix}");
     let dev = report.devices.iter().find(|d| d.name == name)?;
+    // The UUID is written into fstab and command lines, so only a plain one is used.
+    let plain = |u: &str| {
+        (1..=MAX_UUID_LEN).contains(&u.len())
+            && u.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+    };
     match &dev.uuid {
-        Some(u) if !u.is_empty() => Some(format!("UUID={u}")),
+        Some(u) if plain(u) => Some(format!("UUID={u}")),
         _ => Some(format!("/dev/vd{letters}{suffix}")),
     }
 }
@@ -151,6 +162,24 @@ impl Fixer for BlockDeviceNames {
             for m in missing {
                 unmapped_note(&mut out, &path, &m);
             }
+            if let Some(n) = new {
+                out.replace(&path, &text, n);
+            }
+        }
+        if let Some((path, text)) = ctx.read_text(INITRAMFS_TOOLS_RESUME)? {
+            let new = crate::text::edit_lines(&text, |body| {
+                let (k, v) = body.split_once('=')?;
+                if k.trim() != "RESUME" {
+                    return None;
+                }
+                let q = v.trim().chars().next().filter(|c| *c == '"' || *c == '\'');
+                let bare = v.trim().trim_matches(|c| c == '"' || c == '\'');
+                let n = stable_name(bare, report)?;
+                Some(match q {
+                    Some(q) => format!("{k}={q}{n}{q}"),
+                    None => format!("{k}={n}"),
+                })
+            });
             if let Some(n) = new {
                 out.replace(&path, &text, n);
             }
@@ -249,5 +278,13 @@ mod tests {
             "second disk is not in the report"
         );
         assert_eq!(stable_name("/dev/sda9", &rep), None);
+        let mut os = SyntheticOs::new("debian", 12, 0);
+        os.devices[1].2 = Some("bad uuid\n".into());
+        let rep = synthetic_report(&os);
+        assert_eq!(
+            stable_name("/dev/sda1", &rep).as_deref(),
+            Some("/dev/vda1"),
+            "odd uuid not written"
+        );
     }
 }
