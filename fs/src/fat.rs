@@ -441,6 +441,10 @@ const CACHE_CHUNK: usize = 4096;
 const MAX_CACHED_CHUNKS: usize = 4096;
 /// Length of the `DIR_Name` field, the first write `fatfs` makes when it stores a short entry.
 const SHORT_NAME_LEN: usize = 11;
+/// One `DIR_Name` write: its device offset and the 11 bytes written.
+type NameWrite = (u64, [u8; SHORT_NAME_LEN]);
+/// How many short-name writes one call remembers.
+const MAX_NAME_WRITES: usize = 64;
 
 /// Read/Write/Seek over a shared device for `fatfs`, for one call. Reads are charged to a budget
 /// and served from a small per-call chunk cache. Writes go straight to `wdev` (write-through,
@@ -453,9 +457,13 @@ struct DevCursor {
     budget: Arc<Budget>,
     writes: Arc<AtomicU64>,
     cache: HashMap<u64, Box<[u8]>>,
-    /// Device offsets of the last 11-byte writes (newest last, at most 4): where `fatfs` last
-    /// stored short entries.
-    name_writes: Arc<std::sync::Mutex<Vec<u64>>>,
+    /// The chunk read last, copied out of `cache` so runs of tiny reads skip the hash lookup
+    /// (`u64::MAX`: none).
+    hot_chunk: u64,
+    hot: Box<[u8]>,
+    /// Device offsets and contents of the last 11-byte writes (newest last, at most
+    /// [`MAX_NAME_WRITES`]): where `fatfs` last stored short entries' `DIR_Name`.
+    name_writes: Arc<std::sync::Mutex<Vec<NameWrite>>>,
     /// Set when the device was written past this cursor; the next read drops the cache.
     stale: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -474,6 +482,8 @@ impl DevCursor {
             budget,
             writes,
             cache: HashMap::new(),
+            hot_chunk: u64::MAX,
+            hot: vec![0u8; CACHE_CHUNK].into_boxed_slice(),
             name_writes: Arc::default(),
             stale: Arc::default(),
         }
@@ -484,6 +494,7 @@ impl DevCursor {
     fn read_cached(&mut self, buf: &mut [u8]) -> io::Result<()> {
         if self.stale.swap(false, Ordering::Relaxed) {
             self.cache.clear();
+            self.hot_chunk = u64::MAX;
         }
         let chunk_len = CACHE_CHUNK as u64;
         let chunk = self.pos / chunk_len;
@@ -499,6 +510,14 @@ impl DevCursor {
                 .dev
                 .read_exact_at(self.pos, buf)
                 .map_err(io::Error::other);
+        }
+        if chunk == self.hot_chunk {
+            let data = self
+                .hot
+                .get(in_chunk..end)
+                .ok_or_else(|| io::Error::other("fat chunk cache range"))?;
+            buf.copy_from_slice(data);
+            return Ok(());
         }
         if !self.cache.contains_key(&chunk) {
             if self.cache.len() >= MAX_CACHED_CHUNKS {
@@ -516,6 +535,10 @@ impl DevCursor {
             .and_then(|d| d.get(in_chunk..end))
             .ok_or_else(|| io::Error::other("fat chunk cache lost a chunk"))?;
         buf.copy_from_slice(data);
+        if let Some(whole) = self.cache.get(&chunk) {
+            self.hot.copy_from_slice(whole);
+            self.hot_chunk = chunk;
+        }
         Ok(())
     }
 }
@@ -568,14 +591,19 @@ impl Write for DevCursor {
                 .name_writes
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if w.len() >= 8 {
+            if w.len() >= MAX_NAME_WRITES {
                 w.remove(0);
             }
-            w.push(self.pos);
+            let mut name = [0u8; SHORT_NAME_LEN];
+            name.copy_from_slice(buf);
+            w.push((self.pos, name));
         }
         let end = self.pos.saturating_add(buf.len() as u64);
         let chunk_len = CACHE_CHUNK as u64;
         let (first, last) = (self.pos / chunk_len, (end - 1) / chunk_len);
+        if (first..=last).contains(&self.hot_chunk) {
+            self.hot_chunk = u64::MAX;
+        }
         if last - first >= MAX_CACHED_CHUNKS as u64 {
             self.cache.clear();
         } else {

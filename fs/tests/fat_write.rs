@@ -438,7 +438,7 @@ fn fat32_random_operations_match_model_and_tools() {
         spc: "1",
         ops: 300,
         max_file: 40_000,
-        big_dir: 2000,
+        big_dir: 1000,
         big_file: 10 * 1024 * 1024 + 12345,
         seed: 0x05ee_df32,
     });

@@ -278,12 +278,12 @@ impl FatFs {
 /// has no setter for.
 struct DevHandle<'a> {
     wdev: &'a dyn BlockWrite,
-    name_writes: &'a std::sync::Mutex<Vec<u64>>,
+    name_writes: &'a std::sync::Mutex<Vec<super::NameWrite>>,
     stale: &'a std::sync::atomic::AtomicBool,
 }
 
 impl DevHandle<'_> {
-    fn take_name_writes(&self) -> Vec<u64> {
+    fn take_name_writes(&self) -> Vec<super::NameWrite> {
         std::mem::take(
             &mut *self
                 .name_writes
@@ -314,7 +314,7 @@ impl DevHandle<'_> {
         file.set_modified(t);
         file.flush().map_err(|err| map_write(&err, path))?;
         drop(file);
-        let Some(&at) = self.take_name_writes().last() else {
+        let Some(&(at, _)) = self.take_name_writes().last() else {
             return Err(Error::corrupt(
                 "fat filesystem",
                 0,
@@ -353,14 +353,20 @@ impl DevHandle<'_> {
                 format!("{path}: new directory's dot entries are not where fatfs puts them"),
             )
         };
-        // `.` went to slot 1 and `..` to slot 3 of the new cluster (fatfs also rewrites the
-        // parent's entry in between, so look for the pair).
-        let dot = writes
-            .iter()
-            .rev()
-            .find(|&&w| writes.contains(&(w + 64)))
-            .ok_or_else(bad)?;
+        // fatfs wrote `.` to slot 1 and `..` to slot 3 of the new directory's first cluster.
+        let last_of = |name: &[u8; 11]| {
+            writes
+                .iter()
+                .rev()
+                .find(|(_, n)| n == name)
+                .map(|&(at, _)| at)
+        };
+        let dot = last_of(b".          ").ok_or_else(bad)?;
+        let dotdot = last_of(b"..         ").ok_or_else(bad)?;
         let start = dot.checked_sub(32).ok_or_else(bad)?;
+        if dotdot != start + 96 {
+            return Err(bad());
+        }
         let mut slots = [0u8; 128];
         self.wdev.read_exact_at(start, &mut slots)?;
         if !slots[32..].starts_with(b".          ") || !slots[96..].starts_with(b"..         ") {
@@ -369,6 +375,12 @@ impl DevHandle<'_> {
         let mut fixed = [0u8; 128];
         fixed[..32].copy_from_slice(&slots[32..64]);
         fixed[32..64].copy_from_slice(&slots[96..128]);
+        if path.parent().is_root() {
+            // `..` of a root child holds cluster 0, also on FAT32 where the root has a cluster
+            // (section 6.7); fatfs stores the root's cluster. Clear DIR_FstClusHI and LO.
+            fixed[32 + 20..32 + 22].fill(0);
+            fixed[32 + 26..32 + 28].fill(0);
+        }
         self.patch(start, &fixed)?;
         Ok(dir)
     }
