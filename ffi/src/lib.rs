@@ -7,6 +7,8 @@
 //!
 //! - [`ext2fs`]: ext2/3/4 through libext2fs (e2fsprogs ≥ 1.46).
 //!
+//! `DESIGN.md` explains the I/O manager, the refusals and the libext2fs 1.47.2 bugs avoided.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use disk::{open::Access, raw::RawFile, txn::Transaction};

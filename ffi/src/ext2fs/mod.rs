@@ -23,6 +23,24 @@ mod sys;
 #[cfg(test)]
 mod tests;
 
+/// Fuzzing entry points (house style S17): plain functions that must never panic.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Runs the superblock refusal checks on arbitrary bytes (zero-padded or cut to 1 KiB),
+    /// with and without `force`.
+    pub fn fuzz_superblock(data: &[u8]) {
+        let mut sb = [0u8; super::SUPERBLOCK_LEN];
+        let n = data.len().min(sb.len());
+        sb[..n].copy_from_slice(&data[..n]);
+        for opts in [
+            super::OpenOptions::new(),
+            super::OpenOptions::new().force(true),
+        ] {
+            let _ = super::check_superblock(&sb, &opts);
+        }
+    }
+}
+
 use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;

@@ -126,6 +126,38 @@ fn superblock_quota_is_unsupported_unless_forced() {
 }
 
 #[test]
+fn superblock_fuzz_seed_and_mutations_never_panic() {
+    let mut seeds = vec![good_sb().to_vec()];
+    if have("mke2fs") {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let img = mkfs(dir.path(), "seed.img", &Mkfs::default());
+        let bytes = std::fs::read(&img).expect("read");
+        let sb = bytes[1024..2048].to_vec();
+        check_superblock(
+            &<[u8; SUPERBLOCK_LEN]>::try_from(sb.as_slice()).expect("1 KiB"),
+            &OpenOptions::new(),
+        )
+        .expect("a fresh mke2fs superblock passes");
+        seeds.push(sb);
+    }
+    let mut rng = Rng(0xF022);
+    for seed in &seeds {
+        fuzzing::fuzz_superblock(seed);
+        for _ in 0..1000 {
+            let mut m = seed.clone();
+            for _ in 0..1 + rng.below(8) {
+                let at = rng.below(m.len());
+                m[at] ^= 1 << rng.below(8);
+            }
+            if rng.below(10) == 0 {
+                m.truncate(rng.below(m.len()));
+            }
+            fuzzing::fuzz_superblock(&m);
+        }
+    }
+}
+
+#[test]
 fn path_rules() {
     assert_eq!(components("/").expect("root"), Vec::<&str>::new());
     assert_eq!(components("/a//b/").expect("ok"), vec!["a", "b"]);
