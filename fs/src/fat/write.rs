@@ -23,7 +23,7 @@ use super::{
     for_each_entry, lookup, map_io, panicked,
 };
 use crate::write::{FsWrite, NewFileAttrs, Times, WriteOptions};
-use crate::{Error, FsKind, GuestPath, Result};
+use crate::{Error, FsKind, FsRead, GuestPath, Result};
 
 /// `BS_Reserved1` (FAT12/16, offset 0x25) and its FAT32 twin at 0x41: bit 0 is the "volume
 /// dirty" flag Windows sets while the volume is mounted (FAT specification, section 3.2 and 3.3
@@ -736,9 +736,47 @@ impl FsWrite for FatFs {
     }
 }
 
+/// Fuzz harness body: opens `data` as a FAT image in memory for writing (forced past a dirty
+/// flag), applies a fixed series of operations, and lists the result. Errors are expected on
+/// damaged images; a panic, an endless loop or an unbounded allocation is a bug.
+#[doc(hidden)]
+pub fn fuzz_write(data: &[u8]) {
+    let dev = Arc::new(disk::MemDisk::from_vec(data.to_vec()));
+    let Ok(fs) = FatFs::open_rw(dev, WriteOptions::new().force(true)) else {
+        return;
+    };
+    let p = |s: &str| GuestPath::parse(s.as_bytes());
+    let (Ok(a), Ok(d), Ok(b), Ok(c)) = (p("/fuzz.txt"), p("/fuzzdir"), p("/fuzzdir/b"), p("/c"))
+    else {
+        return;
+    };
+    let attrs = NewFileAttrs::file();
+    let _ = fs.write_file(&a, &[0x5A; 3000], &attrs);
+    let _ = fs.mkdir(&d, &NewFileAttrs::dir());
+    let _ = fs.write_file(&b, b"inner", &attrs);
+    let _ = fs.write_at(&a, 5000, b"tail");
+    let _ = fs.truncate(&a, 100);
+    let _ = fs.set_mode(&a, 0o444);
+    let _ = fs.rename(&a, &c);
+    let _ = fs.rename(&d, &p("/moved").unwrap_or_else(|_| GuestPath::root()));
+    let _ = fs.unlink(&c);
+    if let Ok(entries) = fs.read_dir(&GuestPath::root()) {
+        for e in entries.iter().take(16) {
+            if let Ok(path) = GuestPath::root().join_name(&e.name) {
+                let _ = fs.unlink(&path);
+                let _ = fs.rmdir(&path);
+            }
+        }
+    }
+    let _ = fs.flush();
+}
+
 #[cfg(test)]
 mod tests {
+    use std::process::Command;
+
     use super::*;
+    use crate::fuzzing::testutil::{Rng, need, run};
 
     #[test]
     fn fat_time_inverts_unix_time() {
@@ -748,5 +786,55 @@ mod tests {
         // Out of range values clamp.
         assert_eq!(super::super::unix_time(fat_time(0)), 315_532_800);
         assert_eq!(super::super::unix_time(fat_time(i64::MAX)), 4_354_819_198);
+    }
+
+    #[test]
+    fn fuzz_write_survives_mutated_images() {
+        if !need(&["mkfs.vfat", "mmd", "mcopy"]) {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let img = tmp.path().join("fuzz.img");
+        assert!(run(Command::new("mkfs.vfat")
+            .args(["-C", "-F", "12", "-s", "1"])
+            .arg(&img)
+            .arg("512")));
+        let host = tmp.path().join("f.txt");
+        std::fs::write(&host, vec![7u8; 5000]).unwrap();
+        let m = |tool: &str| {
+            let mut c = Command::new(tool);
+            c.env("MTOOLS_SKIP_CHECK", "1").arg("-i").arg(&img);
+            c
+        };
+        assert!(run(m("mmd").arg("::/dir")));
+        assert!(run(m("mcopy").arg(&host).arg("::/dir/")));
+        let good = std::fs::read(&img).unwrap();
+        // The unmutated image takes every operation.
+        let dev = Arc::new(disk::MemDisk::from_vec(good.clone()));
+        fuzz_write(&good);
+        let fs = FatFs::open_rw(dev.clone(), WriteOptions::new()).unwrap();
+        fs.write_file(
+            &GuestPath::parse(b"/x").unwrap(),
+            b"x",
+            &NewFileAttrs::file(),
+        )
+        .unwrap();
+        assert_eq!(fs.read_dir(&GuestPath::root()).unwrap().len(), 2);
+        // 1,000 mutations: byte flips in the metadata (boot sector, FATs, root directory and
+        // the first clusters), and truncations.
+        let meta = 40 * 1024;
+        let mut rng = Rng(0xFA7_5EED);
+        for i in 0..1000 {
+            let mut bad = good.clone();
+            if i % 10 == 9 {
+                bad.truncate(usize::try_from(rng.below(good.len() as u64)).unwrap());
+            } else {
+                for _ in 0..1 + rng.below(4) {
+                    let at = usize::try_from(rng.below(meta)).unwrap();
+                    bad[at] ^= 1 << rng.below(8);
+                }
+            }
+            fuzz_write(&bad);
+        }
     }
 }
