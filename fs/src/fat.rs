@@ -16,9 +16,11 @@
 //!
 //! `fatfs::FileSystem` is not `Send` (it keeps `&'static dyn` code-page and clock objects that are
 //! not `Sync`), so [`FatFs`] mounts it afresh for each call: that costs one boot-sector read (two
-//! on FAT32) and keeps no state a panic could poison. The adapter refuses every write; `fatfs`
-//! writes only when flags or FSInfo counters change, which reading never does (a test counts
-//! write attempts).
+//! on FAT32) and keeps no state a panic could poison. Each call's adapter caches the 4 KiB chunks
+//! it reads (`fatfs` reads directory and FAT entries a few bytes at a time). Opened with
+//! [`FatFs::open`], the adapter refuses every write; `fatfs` writes only when flags or FSInfo
+//! counters change, which reading never does (a test counts write attempts). Opened with
+//! [`FatFs::open_rw`], writes go through to the device: see [`write`].
 //!
 //! FAT stores no owner or permissions: [`Metadata`] reports uid/gid 0, mode 0o755 for
 //! directories and 0o644 for files (0o555/0o444 with the read-only attribute), `nlink` 1,
