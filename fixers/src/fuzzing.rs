@@ -39,25 +39,23 @@ pub fn fuzz_guest(data: &[u8]) {
     let rep = synthetic_report(&SyntheticOs::new("debian", 12, 0));
     let os = &rep.operating_systems[0];
     // The input's length picks the network policy, so both are covered at half the cost.
-    let policy = [("preserve", "ens3"), ("dhcp", "eth0")][data.len() % 2];
-    for (policy, target) in [policy] {
-        let text = format!(
-            "schema = 1\nname = \"fuzz\"\ndescription = \"all fixers\"\n[match]\nos_type = \"linux\"\n\
-             [[step]]\nfixer = \"block-device-names\"\n[[step]]\nfixer = \"network\"\n\
-             policy = \"{policy}\"\ntarget_name = \"{target}\"\n[[step]]\nfixer = \"console\"\n\
-             [[step]]\nfixer = \"caches\"\n"
-        );
-        let Ok(recipe) = crate::Recipe::parse(&text, crate::Origin::Inline) else {
-            return;
-        };
-        let opts = crate::PlanOptions::default();
-        if let Ok(p) = crate::plan(&recipe, &rep, os, &g, &opts) {
-            let _ = p.render_human();
-            let _ = p.to_json();
-            let mut fixed = g.clone();
-            if crate::apply(&p, &mut fixed).is_ok() {
-                let _ = crate::plan(&recipe, &rep, os, &fixed, &opts);
-            }
+    let (policy, target) = [("preserve", "ens3"), ("dhcp", "eth0")][data.len() % 2];
+    let text = format!(
+        "schema = 1\nname = \"fuzz\"\ndescription = \"all fixers\"\n[match]\nos_type = \"linux\"\n\
+         [[step]]\nfixer = \"block-device-names\"\n[[step]]\nfixer = \"network\"\n\
+         policy = \"{policy}\"\ntarget_name = \"{target}\"\n[[step]]\nfixer = \"console\"\n\
+         [[step]]\nfixer = \"caches\"\n"
+    );
+    let Ok(recipe) = crate::Recipe::parse(&text, crate::Origin::Inline) else {
+        return;
+    };
+    let opts = crate::PlanOptions::default();
+    if let Ok(p) = crate::plan(&recipe, &rep, os, &g, &opts) {
+        let _ = p.render_human();
+        let _ = p.to_json();
+        let mut fixed = g.clone();
+        if crate::apply(&p, &mut fixed).is_ok() {
+            let _ = crate::plan(&recipe, &rep, os, &fixed, &opts);
         }
     }
 }
