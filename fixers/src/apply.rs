@@ -1,12 +1,13 @@
 //! Applying a plan through a small write interface the caller provides.
 
-use guestfs::GuestPath;
+use guestfs::{FileType, FsRead, FsReadExt, GuestPath};
 
 use crate::{Change, Error, Plan, Result};
 
-/// The writes a plan needs. The CLI implements it over the filesystem write layer inside a
-/// transaction; tests implement it over [`crate::testkit::MemFs`].
-pub trait Applier {
+/// The writes a plan needs, on a filesystem that can also be read (so [`apply`] can check that
+/// each file is still what the plan saw). The CLI implements it over the filesystem write layer
+/// inside a transaction; tests implement it over [`crate::testkit::MemFs`].
+pub trait Applier: FsRead {
     /// Replaces the content of an existing regular file, keeping its mode, owner and labels.
     ///
     /// # Errors
@@ -34,14 +35,69 @@ pub trait Applier {
     fn symlink(&mut self, path: &GuestPath, target: &[u8]) -> Result<()>;
 }
 
-/// Applies every change of `plan` in order; returns how many were applied.
+/// What is at `p` now: `None` if nothing, else (type, content of a regular file).
+fn current(fs: &dyn FsRead, p: &GuestPath) -> Result<Option<(FileType, Vec<u8>)>> {
+    let md = match fs.lstat(p) {
+        Ok(m) => m,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let data = if md.file_type == FileType::Regular {
+        fs.read_file(&p.to_bytes(), crate::fixers::MAX_FILE_BYTES as u64)?
+    } else {
+        Vec::new()
+    };
+    Ok(Some((md.file_type, data)))
+}
+
+/// Checks that the guest is still as the plan saw it just before `c` is applied.
+fn check(fs: &dyn FsRead, c: &Change) -> Result<()> {
+    let gp = |p: &str| GuestPath::parse(p.as_bytes()).map_err(Error::from);
+    let stale = |detail: &str| {
+        Err(Error::Stale {
+            change: c.describe(),
+            detail: detail.to_owned(),
+        })
+    };
+    match c {
+        Change::ReplaceFile { path, old, .. } | Change::DeleteFile { path, old } => {
+            match current(fs, &gp(path)?)? {
+                Some((FileType::Regular, now)) if now == *old => Ok(()),
+                Some((FileType::Regular, _)) => stale("the file changed since planning"),
+                Some(_) if matches!(c, Change::DeleteFile { .. }) && old.is_empty() => Ok(()),
+                Some(_) => stale("not a regular file any more"),
+                None => stale("the file is gone"),
+            }
+        }
+        Change::CreateFile { path, .. } | Change::Symlink { path, .. } => {
+            match current(fs, &gp(path)?)? {
+                None => Ok(()),
+                Some(_) => stale("the path exists now"),
+            }
+        }
+        Change::Rename { from, to } => {
+            if current(fs, &gp(from)?)?.is_none() {
+                return stale("the source is gone");
+            }
+            if current(fs, &gp(to)?)?.is_some() {
+                return stale("the target exists now");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Applies every change of `plan` in order, first checking each against the guest (a file must
+/// still hold the bytes the plan replaces; a path to create must still be free); returns how
+/// many were applied.
 ///
 /// # Errors
-/// [`Error::Apply`] naming the first change that failed (earlier ones stay applied: run inside a
-/// transaction to make it all-or-nothing).
+/// [`Error::Stale`] if the guest changed since planning, [`Error::Apply`] naming the change that
+/// failed. Earlier changes stay applied: run inside a transaction to make it all-or-nothing.
 pub fn apply(plan: &Plan, applier: &mut dyn Applier) -> Result<usize> {
     let mut n = 0usize;
     for c in plan.changes() {
+        check(&*applier, c)?;
         let gp = |p: &str| GuestPath::parse(p.as_bytes()).map_err(Error::from);
         let r = match c {
             Change::ReplaceFile { path, new, .. } => applier.replace_file(&gp(path)?, new),

@@ -45,6 +45,15 @@ pub enum Error {
         /// The specific file or value.
         detail: String,
     },
+    /// The guest no longer matches the plan (planned from an older state); nothing of this
+    /// change was written.
+    #[error("stale plan at {change}: {detail}")]
+    Stale {
+        /// A one-line description of the change.
+        change: String,
+        /// What differs.
+        detail: String,
+    },
     /// Applying a change failed in the applier.
     #[error("applying {change} failed: {detail}")]
     Apply {

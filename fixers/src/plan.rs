@@ -439,7 +439,24 @@ mod tests {
         assert!(h.ends_with("binary files changed:\n  /bin.dat\n"), "{h}");
     }
 
-    struct Failing;
+    struct Failing(MemFs);
+    impl guestfs::FsRead for Failing {
+        fn info(&self) -> guestfs::FsInfo {
+            self.0.info()
+        }
+        fn lstat(&self, p: &GuestPath) -> guestfs::Result<guestfs::Metadata> {
+            self.0.lstat(p)
+        }
+        fn read_dir(&self, p: &GuestPath) -> guestfs::Result<Vec<guestfs::DirEntry>> {
+            self.0.read_dir(p)
+        }
+        fn read_link(&self, p: &GuestPath) -> guestfs::Result<Vec<u8>> {
+            self.0.read_link(p)
+        }
+        fn read_at(&self, p: &GuestPath, o: u64, b: &mut [u8]) -> guestfs::Result<usize> {
+            self.0.read_at(p, o, b)
+        }
+    }
     impl Applier for Failing {
         fn replace_file(&mut self, p: &GuestPath, _: &[u8]) -> Result<()> {
             Err(Error::Usage(format!("{p}: read-only")))
@@ -480,14 +497,59 @@ mod tests {
                 ],
             }],
         };
-        let e = apply(&p, &mut Failing).unwrap_err();
+        let mut f = MemFs::new();
+        f.add_file("/etc/x", b"a");
+        let e = apply(&p, &mut Failing(f)).unwrap_err();
         assert_eq!(
             e.to_string(),
             "applying edit /etc/x (1 -> 2 bytes) failed: /etc/x: read-only"
         );
-        // MemFs refuses what a real filesystem would.
+        // A guest that changed since planning is refused before the write.
         let mut g = MemFs::new();
         g.add_file("/n", b"");
-        assert!(matches!(apply(&p, &mut g), Err(Error::Apply { .. })));
+        assert_eq!(
+            apply(&p, &mut g).unwrap_err().to_string(),
+            "stale plan at create /n (0 bytes, mode 644): the path exists now"
+        );
+        let mut g = MemFs::new();
+        g.add_file("/etc/x", b"changed");
+        assert_eq!(
+            apply(&p, &mut g).unwrap_err().to_string(),
+            "stale plan at edit /etc/x (1 -> 2 bytes): the file changed since planning"
+        );
+        assert_eq!(g.file("/n"), Some(&b""[..]), "earlier changes stay applied");
+        let mut g = MemFs::new();
+        g.add_dir("/etc");
+        assert_eq!(
+            apply(&p, &mut g).unwrap_err().to_string(),
+            "stale plan at edit /etc/x (1 -> 2 bytes): the file is gone"
+        );
+        let mut g = MemFs::new();
+        g.add_file("/etc/x", b"a");
+        assert_eq!(apply(&p, &mut g).unwrap(), 2);
+        assert_eq!(g.file("/etc/x"), Some(&b"bc"[..]));
+        let ren = Plan {
+            recipe: "r".into(),
+            root: "/".into(),
+            steps: vec![PlannedStep {
+                fixer: "x".into(),
+                summary: String::new(),
+                changes: vec![Change::Rename {
+                    from: "/a".into(),
+                    to: "/b".into(),
+                }],
+            }],
+        };
+        let mut g = MemFs::new();
+        g.add_file("/b", b"");
+        assert_eq!(
+            apply(&ren, &mut g).unwrap_err().to_string(),
+            "stale plan at rename /a -> /b: the source is gone"
+        );
+        g.add_file("/a", b"");
+        assert_eq!(
+            apply(&ren, &mut g).unwrap_err().to_string(),
+            "stale plan at rename /a -> /b: the target exists now"
+        );
     }
 }

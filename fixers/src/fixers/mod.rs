@@ -422,3 +422,39 @@ pub(crate) fn edit_all_cmdlines(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_fixer_is_documented_and_its_defaults_validate() {
+        for f in registry() {
+            assert!(!f.description().is_empty(), "{}", f.name());
+            assert_eq!(find_fixer(f.name()).map(Fixer::name), Some(f.name()));
+            let mut defaults = toml::Table::new();
+            for p in f.params() {
+                assert!(!p.help.is_empty(), "{}.{}", f.name(), p.name);
+                let v: toml::Table = toml::from_str(&format!("v = {}", p.default)).unwrap();
+                defaults.insert(p.name.to_owned(), v["v"].clone());
+            }
+            assert_eq!(validate_params(*f, &defaults), vec![], "{}", f.name());
+            let params = Params::new(*f, toml::Table::new());
+            for p in f.params() {
+                match p.kind {
+                    ParamKind::Bool => assert_eq!(params.bool(p.name).to_string(), p.default),
+                    _ => assert_eq!(format!("{:?}", params.str(p.name)), p.default),
+                }
+            }
+        }
+        assert!(find_fixer("initramfs-virtio").is_none());
+    }
+
+    #[test]
+    fn macs() {
+        assert!(is_mac("52:54:00:AB:cd:ef"));
+        assert!(!is_mac("52:54:00:ab:cd"));
+        assert!(!is_mac("52:54:00:ab:cd:efa"));
+        assert!(!is_mac("52-54-00-ab-cd-ef"));
+    }
+}
