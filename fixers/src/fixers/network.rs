@@ -137,7 +137,7 @@ impl Fixer for Network {
             .iter()
             .flat_map(|(s, p, t)| ifaces_of(*s, p, t))
             .map(|i| i.name)
-            .filter(|n| !n.is_empty() && n != "lo")
+            .filter(|n| is_nic_name(n))
             .collect();
         // A configuration already under the target name was moved by an earlier run; it stays
         // the first NIC, so a second run plans nothing.
@@ -257,6 +257,38 @@ fn link_pin(ctx: &FixContext<'_>, target: &str, mac: &str, out: &mut Outcome) ->
     Ok(())
 }
 
+/// True for names a physical (or virtio) NIC can have; bridges, bonds, VLANs, tunnels and the
+/// loopback are never the "first NIC".
+fn is_nic_name(n: &str) -> bool {
+    const VIRTUAL: &[&str] = &[
+        "lo", "br", "bond", "team", "virbr", "docker", "vlan", "wg", "tun", "tap", "veth", "dummy",
+    ];
+    !n.is_empty() && !n.contains(['.', ':', '*', '?']) && !VIRTUAL.iter().any(|p| n.starts_with(p))
+}
+
+/// Replaces `from` where it stands as a whole name (not inside a longer name) in `s`.
+fn replace_name(s: &str, from: &str, to: &str) -> String {
+    if from.is_empty() {
+        return s.to_owned();
+    }
+    let is_name = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find(from) {
+        let before = rest[..at].chars().next_back();
+        let after = rest[at + from.len()..].chars().next();
+        out.push_str(&rest[..at]);
+        if before.is_some_and(is_name) || after.is_some_and(is_name) {
+            out.push_str(from);
+        } else {
+            out.push_str(to);
+        }
+        rest = &rest[at + from.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn is_udev_pin(line: &str) -> bool {
     let l = line.trim_start();
     !l.starts_with('#') && l.contains("SUBSYSTEM==\"net\"") && l.contains("ATTR{address}")
@@ -306,6 +338,11 @@ fn edit_ifupdown(t: &str, job: &Job<'_>) -> Option<String> {
                 to_dhcp = false;
             }
             "hwaddress" => drop = true,
+            // Bridges and bonds name their members.
+            "bridge_ports" | "bridge-ports" | "bond-slaves" | "bond_slaves" | "slaves"
+            | "vlan-raw-device" | "vlan_raw_device" => {
+                new = Some(text::replace_word(body, primary, job.target));
+            }
             "address" | "netmask" | "gateway" | "broadcast" | "network" | "pointopoint"
                 if to_dhcp =>
             {
@@ -640,10 +677,16 @@ fn yline(raw: &str) -> YLine<'_> {
     }
     let indent = body.len() - t.len();
     let (key, value) = match t.split_once(':') {
-        Some((k, v)) if !k.starts_with('-') && (v.is_empty() || v.starts_with(' ')) => (
-            Some(k.trim().trim_matches(|c| c == '"' || c == '\'')),
-            v.trim(),
-        ),
+        Some((k, v))
+            if !k.trim().is_empty()
+                && !k.starts_with('-')
+                && (v.is_empty() || v.starts_with(' ')) =>
+        {
+            (
+                Some(k.trim().trim_matches(|c| c == '"' || c == '\'')),
+                v.trim(),
+            )
+        }
         _ => (None, ""),
     };
     YLine {
@@ -702,6 +745,7 @@ fn edit_netplan(t: &str, job: &Job<'_>) -> Option<String> {
     let eth = ychildren(&ls, net)
         .into_iter()
         .find(|&i| ls[i].key == Some("ethernets"))?;
+    let mut renamed: Option<&str> = None;
     for id_line in ychildren(&ls, eth) {
         let Some(id) = ls[id_line].key else { continue };
         let props = ychildren(&ls, id_line);
@@ -749,6 +793,7 @@ fn edit_netplan(t: &str, job: &Job<'_>) -> Option<String> {
             continue;
         }
         if id != job.target {
+            renamed = Some(id);
             let body = split_eol(ls[id_line].raw).0;
             let indent = ls[id_line].indent.unwrap_or(0);
             replace[id_line] = Some(format!(
@@ -796,6 +841,41 @@ fn edit_netplan(t: &str, job: &Job<'_>) -> Option<String> {
                         .and_then(|&p| ls[p].indent)
                         .unwrap_or_else(|| ls[id_line].indent.unwrap_or(0) + 2);
                     insert_after[id_line] = Some(format!("{}dhcp4: true", " ".repeat(indent)));
+                }
+            }
+        }
+    }
+    // Bridges, bonds and VLANs refer to the renamed id (`interfaces: [ens160]`, `link: ens160`).
+    if let Some(old_id) = renamed {
+        // One pass with a stack of open keys: each list item's parent key, so the scan stays
+        // linear however long the file.
+        let mut stack: Vec<usize> = Vec::new();
+        for (i, l) in ls.iter().enumerate() {
+            let Some(d) = l.indent else { continue };
+            let body = split_eol(l.raw).0;
+            let item = body.trim_start().starts_with("- ");
+            while let Some(&top) = stack.last() {
+                let td = ls[top].indent.unwrap_or(0);
+                let same_indent_list = item && td == d && ls[top].value.is_empty();
+                if td >= d && !same_indent_list {
+                    stack.pop();
+                } else {
+                    break;
+                }
+            }
+            let parent_is_interfaces = stack
+                .last()
+                .is_some_and(|&p| ls[p].key == Some("interfaces"));
+            if !item {
+                stack.push(i);
+            }
+            if drop[i] || replace[i].is_some() {
+                continue;
+            }
+            if matches!(l.key, Some("interfaces" | "link")) || (item && parent_is_interfaces) {
+                let n = replace_name(body, old_id, job.target);
+                if n != body {
+                    replace[i] = Some(n);
                 }
             }
         }
@@ -915,6 +995,51 @@ mod tests {
             "network:\n  ethernets:\n    ens3:\n      dhcp4: true\n      mtu: 1500\n"
         );
         assert_eq!(edit_netplan("not: yaml: [", &j), None);
+    }
+
+    #[test]
+    fn bridges_follow_the_rename_and_are_never_the_first_nic() {
+        let t = "network:\n  version: 2\n  ethernets:\n    ens160:\n      dhcp4: false\n  bridges:\n    br0:\n      interfaces: [ens160, ens1600]\n      addresses: [10.0.0.2/24]\n  bonds:\n    bond0:\n      interfaces:\n        - ens160\n  vlans:\n    vlan10:\n      id: 10\n      link: ens160\n";
+        let j = Job {
+            primary: Some("ens160".into()),
+            target: "ens3",
+            policy: NetPolicy::Preserve,
+        };
+        assert_eq!(
+            edit_netplan(t, &j).unwrap(),
+            "network:\n  version: 2\n  ethernets:\n    ens3:\n      dhcp4: false\n  bridges:\n    br0:\n      interfaces: [ens3, ens1600]\n      addresses: [10.0.0.2/24]\n  bonds:\n    bond0:\n      interfaces:\n        - ens3\n  vlans:\n    vlan10:\n      id: 10\n      link: ens3\n"
+        );
+        let t = "auto br0\niface br0 inet static\n  address 10.0.0.2/24\n  bridge_ports ens192\n\niface ens192 inet manual\n";
+        assert_eq!(
+            edit_ifupdown(t, &job(NetPolicy::Preserve)).unwrap(),
+            "auto br0\niface br0 inet static\n  address 10.0.0.2/24\n  bridge_ports ens3\n\niface ens3 inet manual\n"
+        );
+        for (n, ok) in [
+            ("ens192", true),
+            ("eth0", true),
+            ("enp1s0", true),
+            ("br0", false),
+            ("bond0", false),
+            ("ens192.10", false),
+            ("lo", false),
+            ("", false),
+            ("eth*", false),
+        ] {
+            assert_eq!(is_nic_name(n), ok, "{n}");
+        }
+        assert_eq!(
+            replace_name("[ens1, ens10,ens1]", "ens1", "x"),
+            "[x, ens10,x]"
+        );
+        assert_eq!(replace_name("abc", "", "x"), "abc");
+        // found by review: an empty key selected only by MAC must not rename "" everywhere.
+        let t = "network:\n  ethernets:\n    :\n      match:\n        macaddress: 00:11:22:33:44:55\n  bridges:\n    br0:\n      interfaces: [a]\n";
+        let j = Job {
+            primary: None,
+            target: "ens3",
+            policy: NetPolicy::Preserve,
+        };
+        assert_eq!(edit_netplan(t, &j), None);
     }
 
     #[test]
