@@ -401,3 +401,80 @@ pub trait FsWriteExt: FsWrite {
 }
 
 impl<T: FsWrite + ?Sized> FsWriteExt for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::tests::ToyFs;
+
+    fn toy() -> ToyFs {
+        let mut fs = ToyFs::default();
+        fs.add("/etc", FileType::Directory, "");
+        fs.add("/etc/passwd", FileType::Regular, "x");
+        fs.add("/link", FileType::Symlink, "../../etc");
+        fs.add("/abs", FileType::Symlink, "/etc");
+        fs
+    }
+
+    #[test]
+    fn resolve_parent_follows_symlinks_inside_the_root() {
+        let fs = toy();
+        let (p, n) = resolve_parent(&fs, b"/link/new").unwrap();
+        assert_eq!((p.to_string(), n), ("/etc".to_owned(), b"new".to_vec()));
+        let (p, n) = resolve_parent(&fs, b"abs//shadow/").unwrap();
+        assert_eq!((p.to_string(), n), ("/etc".to_owned(), b"shadow".to_vec()));
+        let (p, n) = resolve_parent(&fs, b"/top").unwrap();
+        assert_eq!((p.to_string(), n), ("/".to_owned(), b"top".to_vec()));
+        // The last component itself is not followed: `/link` names the link.
+        let (p, n) = resolve_parent(&fs, b"/link").unwrap();
+        assert_eq!((p.to_string(), n), ("/".to_owned(), b"link".to_vec()));
+    }
+
+    #[test]
+    fn resolve_parent_refusals() {
+        let fs = toy();
+        for bad in [&b"/"[..], b"/etc/..", b"/etc/.", b"", b"//"] {
+            assert!(
+                matches!(resolve_parent(&fs, bad), Err(Error::InvalidPath { .. })),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            resolve_parent(&fs, b"/etc/passwd/x"),
+            Err(Error::NotADirectory { path }) if path == "/etc/passwd"
+        ));
+        assert!(matches!(
+            resolve_parent(&fs, b"/nope/x"),
+            Err(Error::NotFound { .. })
+        ));
+        assert_eq!(
+            resolve_parent(&fs, b"/etc/..").unwrap_err().to_string(),
+            "invalid guest path \"/etc/..\": the last component must name an entry (not /, . or ..)"
+        );
+    }
+
+    #[test]
+    fn builders_set_fields() {
+        let a = NewFileAttrs::with_mode(0o600)
+            .owner(1000, 100)
+            .mtime(42)
+            .xattr(b"security.selinux", b"system_u:object_r:etc_t:s0");
+        assert_eq!(
+            a,
+            NewFileAttrs {
+                mode: 0o600,
+                uid: 1000,
+                gid: 100,
+                mtime: Some(42),
+                xattrs: vec![(
+                    b"security.selinux".to_vec(),
+                    b"system_u:object_r:etc_t:s0".to_vec()
+                )],
+            }
+        );
+        assert_eq!(NewFileAttrs::file().mode, 0o644);
+        assert_eq!(NewFileAttrs::dir().mode, 0o755);
+        assert!(!WriteOptions::new().is_forced());
+        assert!(WriteOptions::new().force(true).is_forced());
+    }
+}
