@@ -123,7 +123,7 @@ mod tests {
             fuzz_guest(s);
         }
         let mut state = 0x2545_f491_4f6c_dd1du64;
-        for i in 0..1000u64 {
+        for i in 0..iterations() {
             let seed = &seeds[usize::try_from(i).unwrap() % seeds.len()];
             let mut d = seed.clone();
             let r = xorshift(&mut state);
@@ -137,7 +137,7 @@ mod tests {
                 }
                 2 => {
                     let at = usize::try_from(r >> 8).unwrap() % d.len();
-                    let tokens: [&[u8]; 8] = [
+                    let tokens: [&[u8]; 10] = [
                         b"/dev/sda1",
                         b"\n    ",
                         b"root=/dev/xvda",
@@ -146,6 +146,8 @@ mod tests {
                         b"match:\n",
                         b"[Match]\n",
                         b"\xc3\xa9:",
+                        b"\n    :\n",
+                        b"\n  bridges:\n    br0:\n      interfaces: [ens192]\n",
                     ];
                     let tok = tokens[usize::try_from(r >> 40).unwrap() % tokens.len()];
                     d.splice(at..at, tok.iter().copied());
@@ -159,6 +161,14 @@ mod tests {
             }
             fuzz_guest(&d);
         }
+    }
+
+    /// 1,000 mutations, or `REHOST_FUZZ_ITERS` for a longer local run.
+    fn iterations() -> u64 {
+        std::env::var("REHOST_FUZZ_ITERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000)
     }
 
     /// A fixed-seed xorshift, so the mutations are the same on every run.
@@ -177,7 +187,7 @@ mod tests {
             fuzz_recipe(s.as_bytes());
         }
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        for i in 0..1000u64 {
+        for i in 0..iterations() {
             let seed = seeds[usize::try_from(i).unwrap() % seeds.len()];
             let mut d = seed.as_bytes().to_vec();
             let r = xorshift(&mut state);

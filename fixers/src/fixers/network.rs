@@ -749,10 +749,18 @@ fn edit_netplan(t: &str, job: &Job<'_>) -> Option<String> {
     for id_line in ychildren(&ls, eth) {
         let Some(id) = ls[id_line].key else { continue };
         let props = ychildren(&ls, id_line);
-        let prop = |name: &str| props.iter().copied().find(|&k| ls[k].key == Some(name));
+        // Every property of that name: a duplicated key (invalid, but seen) is handled whole,
+        // so a second run finds nothing left.
+        let prop = |name: &str| -> Vec<usize> {
+            props
+                .iter()
+                .copied()
+                .filter(|&k| ls[k].key == Some(name))
+                .collect()
+        };
         let mut name = id.to_owned();
         let mut mac_only = false;
-        if let Some(m) = prop("match") {
+        for m in prop("match") {
             let kids = ychildren(&ls, m);
             let mut left = 0;
             for &k in &kids {
@@ -780,7 +788,7 @@ fn edit_netplan(t: &str, job: &Job<'_>) -> Option<String> {
                 }
             }
         }
-        if let Some(s) = prop("set-name") {
+        for s in prop("set-name") {
             name = ls[s]
                 .value
                 .trim_matches(|c| c == '"' || c == '\'')
@@ -805,9 +813,7 @@ fn edit_netplan(t: &str, job: &Job<'_>) -> Option<String> {
                     .map_or("", |(_, r)| r)
             ));
         }
-        if let Some(m) = prop("match")
-            && !drop[m]
-        {
+        for m in prop("match").into_iter().filter(|&m| !drop[m]) {
             for k in ychildren(&ls, m) {
                 if ls[k].key == Some("name")
                     && ls[k].value.trim_matches(|c| c == '"' || c == '\'') != job.target
@@ -823,17 +829,20 @@ fn edit_netplan(t: &str, job: &Job<'_>) -> Option<String> {
         }
         if job.policy == NetPolicy::Dhcp {
             for key in ["addresses", "gateway4", "routes"] {
-                if let Some(k) = prop(key) {
+                for k in prop(key) {
                     for d in &mut drop[k..yblock_end(&ls, k)] {
                         *d = true;
                     }
                 }
             }
-            match prop("dhcp4") {
-                Some(k) if !matches!(ls[k].value, "true" | "yes" | "on") => {
+            let dhcp4 = prop("dhcp4");
+            for &k in &dhcp4 {
+                if !matches!(ls[k].value, "true" | "yes" | "on") {
                     let body = split_eol(ls[k].raw).0;
                     replace[k] = Some(format!("{}dhcp4: true", &body[..ls[k].indent.unwrap_or(0)]));
                 }
+            }
+            match dhcp4.first() {
                 Some(_) => {}
                 None => {
                     let indent = props
