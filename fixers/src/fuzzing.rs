@@ -96,6 +96,7 @@ mod tests {
         let mut dirs: Vec<_> = std::fs::read_dir(golden)
             .unwrap()
             .map(|e| e.unwrap().path())
+            .filter(|p| p.join("case.toml").exists())
             .collect();
         dirs.sort();
         let mut seeds = Vec::new();
