@@ -33,7 +33,7 @@ pub mod text;
 
 pub use apply::{Applier, apply};
 pub use error::{Error, Result};
-pub use fixers::{FixContext, Fixer, ParamKind, ParamSpec, Params, find_fixer, registry};
+pub use fixers::{FixContext, Fixer, Outcome, ParamKind, ParamSpec, Params, find_fixer, registry};
 pub use plan::{Change, Plan, PlanOptions, PlannedStep, plan};
 pub use recipe::{
     LintIssue, MAX_RECIPE_BYTES, Match, Origin, RECIPE_SCHEMA, Recipe, RecipeSet, Step, VersionReq,
