@@ -8,6 +8,7 @@ mod drivers_cmd;
 mod gateway;
 mod guest_cmd;
 mod inspect_cmd;
+mod recipe_cmd;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -52,6 +53,8 @@ enum Command {
     },
     /// Restore an image changed by rehost from its undo file, or discard the undo file.
     Undo(guest_cmd::UndoArgs),
+    /// Recipes for `fixup`: list, show, lint.
+    Recipe(recipe_cmd::RecipeArgs),
     /// Virtio-win driver catalogs: what a source holds and what would be injected.
     Drivers(drivers_cmd::DriversArgs),
     /// Serve volumes and snapshots over NBD, and manage the volume store.
@@ -81,6 +84,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Cat(args) => guest_cmd::cat(&args),
         Command::Stat { target, json } => guest_cmd::stat(&target, json),
         Command::Undo(args) => guest_cmd::undo(&args),
+        Command::Recipe(args) => recipe_cmd::run(&args),
         Command::Drivers(args) => drivers_cmd::run(&args),
         Command::Gateway(args) => gateway::run(args),
     }

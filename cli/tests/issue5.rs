@@ -1,0 +1,74 @@
+//! `rehost recipe list|show|lint` (issue 5, item 1).
+
+use std::process::Command;
+
+fn rehost(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rehost"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn issue5_recipes_list_show_and_lint() {
+    let (code, out, err) = rehost(&["recipe", "list"]);
+    assert_eq!(code, 0, "{err}");
+    for name in ["debian", "ubuntu", "el", "fedora", "suse"] {
+        assert!(
+            out.lines().any(|l| l.starts_with(name)),
+            "{name} missing from {out}"
+        );
+    }
+    let (code, out, _) = rehost(&["recipe", "show", "debian"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("step 1: block-device-names"), "{out}");
+    assert!(
+        out.contains(r#"step 2: network {"policy":"preserve""#),
+        "{out}"
+    );
+
+    let (code, out, _) = rehost(&["recipe", "lint"]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, "no issues"),
+        "every shipped recipe lints clean"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "schema = 1\nname = \"x\"\ndescription = \"d\"\n[match]\nos_type = \"linux\"\n[[step]]\nfixer = \"nope\"\n",
+    )
+    .unwrap();
+    let (code, out, _) = rehost(&["recipe", "lint", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(out.contains("[unknown-fixer]"), "{out}");
+
+    // A user recipe directory overrides a shipped recipe by name.
+    let user = dir.path().join("user");
+    std::fs::create_dir(&user).unwrap();
+    std::fs::write(
+        user.join("debian.toml"),
+        "schema = 1\nname = \"debian\"\ndescription = \"site override\"\n[match]\nos_type = \"linux\"\ndistro = [\"debian\"]\n[[step]]\nfixer = \"console\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = rehost(&[
+        "recipe",
+        "--recipe-dir",
+        user.to_str().unwrap(),
+        "show",
+        "debian",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("site override"), "{out}");
+
+    let (code, _, err) = rehost(&["recipe", "show", "nosuch"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no recipe named \"nosuch\""), "{err}");
+}
