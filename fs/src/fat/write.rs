@@ -483,20 +483,22 @@ impl FsWrite for FatFs {
         let name = fat_name(path)?;
         check_size(path, Some(data.len() as u64))?;
         self.with_fs_mut(path, data.len(), |fs, dev| {
-            let (mut file, created) = match find(fs, path)? {
-                Some(e) if e.is_dir() => {
-                    return Err(Error::IsADirectory {
+            // fatfs opens an existing file (keeping its entry, so its attributes and creation
+            // time stay) or creates one; it stores a short entry only when it creates, which is
+            // how we tell (one directory scan fewer than looking the name up first).
+            let parent = dir_at(fs, &path.parent())?;
+            dev.take_name_writes();
+            let mut file = parent.create_file(name).map_err(|e| {
+                // The message fatfs 0.3 uses when the name is a directory.
+                if e.to_string() == "Is a directory" {
+                    Error::IsADirectory {
                         path: path.to_string(),
-                    });
+                    }
+                } else {
+                    map_write(&e, path)
                 }
-                // Replacing keeps the entry, so its attributes and creation time stay.
-                Some(e) => (e.to_file(), None),
-                None => {
-                    let parent = dir_at(fs, &path.parent())?;
-                    let file = parent.create_file(name).map_err(|e| map_write(&e, path))?;
-                    (file, Some(()))
-                }
-            };
+            })?;
+            let created = (!dev.take_name_writes().is_empty()).then_some(());
             file.truncate().map_err(|e| map_write(&e, path))?;
             file.write_all(data).map_err(|e| map_write(&e, path))?;
             if created.is_some()
