@@ -145,6 +145,9 @@ pub(crate) struct ReplyBuf {
     len: usize,
 }
 
+/// Reads shorter than this are sent as one data chunk, holes or not.
+const MIN_SPARSE_READ: u64 = 64 * 1024;
+
 /// A [`ReplyBuf`] larger than this after a request is released instead of kept.
 const REPLY_BUF_KEEP: usize = 4 << 20;
 
@@ -157,7 +160,17 @@ impl ReplyBuf {
         }
     }
 
-    /// The reply so far.
+    /// Bytes held.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Drops everything after the first `len` bytes.
+    fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// The replies so far.
     pub(crate) fn as_slice(&self) -> &[u8] {
         self.buf.get(..self.len).unwrap_or_default()
     }
@@ -321,15 +334,14 @@ pub(crate) struct Meta {
     pub(crate) written: u64,
 }
 
-/// [`execute`] into a reused buffer: reads are encoded straight into `out` (no zeroing, no
-/// copy), other commands' short replies are copied there.
+/// [`execute`], appending the reply to a reused buffer: reads are encoded straight into `out`
+/// (no zeroing, no copy), other commands' short replies are copied there.
 pub(crate) fn execute_into(
     sess: &Session,
     req: &Request,
     payload: &[u8],
     out: &mut ReplyBuf,
 ) -> Meta {
-    out.clear();
     if req.typ == CMD_READ && check_flags(sess, req).is_ok() {
         let size = sess.export.backend().size();
         return read_into(sess, req, size, out);
@@ -483,9 +495,9 @@ pub(crate) fn execute(sess: &Session, req: &Request, payload: &[u8]) -> Outcome 
     }
 }
 
-/// Replaces whatever `out` holds by `o`'s reply.
-fn into_buf(o: Outcome, out: &mut ReplyBuf) -> Meta {
-    out.clear();
+/// Replaces what `out` holds after `mark` by `o`'s reply.
+fn into_buf(o: Outcome, out: &mut ReplyBuf, mark: usize) -> Meta {
+    out.truncate(mark);
     out.put(&o.bytes);
     Meta {
         error: o.error,
@@ -495,6 +507,7 @@ fn into_buf(o: Outcome, out: &mut ReplyBuf) -> Meta {
 }
 
 fn read_into(sess: &Session, req: &Request, size: u64, out: &mut ReplyBuf) -> Meta {
+    let mark = out.len();
     if req.length > u64::from(MAX_PAYLOAD) {
         let o = fail(
             sess,
@@ -502,7 +515,7 @@ fn read_into(sess: &Session, req: &Request, size: u64, out: &mut ReplyBuf) -> Me
             NbdError::Overflow,
             "read longer than the 32 MiB maximum payload",
         );
-        return into_buf(o, out);
+        return into_buf(o, out, mark);
     }
     if !in_range(size, req.offset, req.length) {
         let o = fail(
@@ -511,7 +524,7 @@ fn read_into(sess: &Session, req: &Request, size: u64, out: &mut ReplyBuf) -> Me
             NbdError::Inval,
             "read past the end of the export",
         );
-        return into_buf(o, out);
+        return into_buf(o, out, mark);
     }
     // OK: length <= MAX_PAYLOAD (2^25) fits in usize.
     let n = usize::try_from(req.length).unwrap_or(0);
@@ -524,7 +537,7 @@ fn read_into(sess: &Session, req: &Request, size: u64, out: &mut ReplyBuf) -> Me
     if sess.mode == ReplyMode::Simple {
         simple_header(out, req.cookie, 0);
         if let Err(e) = backend.read_at(out.grow(n), req.offset) {
-            return into_buf(io_fail(sess, req, &e), out);
+            return into_buf(io_fail(sess, req, &e), out, mark);
         }
         return done;
     }
@@ -532,7 +545,8 @@ fn read_into(sess: &Session, req: &Request, size: u64, out: &mut ReplyBuf) -> Me
         out.put(&ok_reply(sess.mode, req));
         return Meta { read: 0, ..done };
     }
-    let runs = if req.flags & CMD_FLAG_DF != 0 {
+    // Short reads skip the hole search: two lseek calls cost more than sending the zeroes.
+    let runs = if req.flags & CMD_FLAG_DF != 0 || req.length < MIN_SPARSE_READ {
         Vec::new()
     } else {
         backend
@@ -560,7 +574,7 @@ fn read_into(sess: &Session, req: &Request, size: u64, out: &mut ReplyBuf) -> Me
             out.put(&c.offset.to_be_bytes());
             let data = out.grow(usize::try_from(c.len).unwrap_or(0));
             if let Err(e) = backend.read_at(data, c.offset) {
-                return into_buf(io_fail(sess, req, &e), out);
+                return into_buf(io_fail(sess, req, &e), out, mark);
             }
         }
     }

@@ -590,3 +590,77 @@ fn stalled_requests_are_dropped_but_idle_connections_are_not() {
         assert_eq!(std::fs::read(&path).unwrap(), vec![0u8; SIZE as usize]);
     }
 }
+
+/// Many small requests sent in one go (as qemu and fio do at high queue depths): workers take
+/// several at once; every one gets exactly one reply, reads see the writes before them.
+#[test]
+fn pipelined_small_requests_are_each_answered() {
+    for direct_io in [true, false] {
+        let t = TestServer::start_with(nbd_gateway::ServerConfig {
+            direct_io,
+            ..Default::default()
+        });
+        let path = t.volume("v", SIZE);
+        let mut c = t.connect();
+        c.handshake("v", false, false, false);
+        let mut wire = Vec::new();
+        let header = |flags: u16, typ: u16, cookie: u64, offset: u64, len: u32| {
+            let mut b = REQUEST_MAGIC.to_be_bytes().to_vec();
+            b.extend_from_slice(&flags.to_be_bytes());
+            b.extend_from_slice(&typ.to_be_bytes());
+            b.extend_from_slice(&cookie.to_be_bytes());
+            b.extend_from_slice(&offset.to_be_bytes());
+            b.extend_from_slice(&len.to_be_bytes());
+            b
+        };
+        for i in 0..40u64 {
+            wire.extend(header(0, CMD_WRITE, 1000 + i, 4096 * i, 4096));
+            wire.extend(vec![i as u8 + 1; 4096]);
+        }
+        wire.extend(header(0, CMD_FLUSH, 2000, 0, 0));
+        wire.extend(header(0, 99, 2001, 0, 0));
+        wire.extend(header(0, CMD_READ, 2002, SIZE, 512));
+        c.s.write_all(&wire).unwrap();
+        let mut answered = std::collections::BTreeMap::new();
+        for _ in 0..43 {
+            let Reply::Simple { error, cookie } = c.reply() else {
+                panic!("simple replies only")
+            };
+            assert!(
+                answered.insert(cookie, error).is_none(),
+                "cookie {cookie} twice"
+            );
+        }
+        for i in 0..40u64 {
+            assert_eq!(answered[&(1000 + i)], 0);
+        }
+        assert_eq!(
+            (answered[&2000], answered[&2001], answered[&2002]),
+            (0, EINVAL, EINVAL)
+        );
+        // Reads pipelined behind each other, answered with their data.
+        let mut wire = Vec::new();
+        for i in 0..40u64 {
+            wire.extend(header(0, CMD_READ, 3000 + i, 4096 * i, 4096));
+        }
+        c.s.write_all(&wire).unwrap();
+        for _ in 0..40 {
+            let Reply::Simple { error, cookie } = c.reply() else {
+                panic!("simple replies only")
+            };
+            assert_eq!(error, 0);
+            let i = cookie - 3000;
+            assert_eq!(c.read_exact(4096), vec![i as u8 + 1; 4096], "read {i}");
+        }
+        c.request(0, CMD_DISC, 0, 0, 0);
+        assert!(c.closed());
+        let f = std::fs::read(&path).unwrap();
+        for i in 0..40usize {
+            assert!(
+                f[4096 * i..4096 * (i + 1)]
+                    .iter()
+                    .all(|&b| b == i as u8 + 1)
+            );
+        }
+    }
+}
