@@ -371,6 +371,8 @@ fn fio_nbd_engine_random_writes_verify() {
         "--size=16M",
         "--verify=crc32c",
         "--do_verify=1",
+        // fio otherwise drops a verify-state file into the working directory (the source tree).
+        "--verify_state_save=0",
         "--randseed=42",
         "--output-format=json",
     ]));
