@@ -86,6 +86,16 @@ pub trait ExportBackend: Send + Sync {
         let _ = (offset, len);
         Ok(())
     }
+    /// Called when a client disconnects: makes its writes visible to every other user of the
+    /// storage (for example the file read by `qemu-img`). Durability is not implied: clients
+    /// ask for it with FLUSH or FUA (spec: "NBD_CMD_FLUSH"), and a server shutdown flushes.
+    /// The default does nothing, which is right for storage without caches of its own.
+    ///
+    /// # Errors
+    /// The operating system's error.
+    fn settle(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Zero bytes written per call when a range must be zeroed literally.

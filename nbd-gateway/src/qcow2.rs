@@ -245,6 +245,11 @@ impl ExportBackend for Qcow2Backend {
         self.image().discard(offset, len).map_err(to_io)
     }
 
+    fn settle(&self) -> io::Result<()> {
+        // imago caches L2 tables and refcounts: write them so the file is a complete image.
+        self.flush()
+    }
+
     fn write_zeroes(&self, offset: u64, len: u64, req: ZeroRequest) -> io::Result<ZeroOutcome> {
         // qcow2 zeroes whole clusters in metadata (a zero flag or a deallocation); only partial
         // clusters at the ends are written, which is still cheap, so every request counts as fast.

@@ -637,6 +637,31 @@ impl Server {
         Err(violation("too many options"))
     }
 
+    /// After a connection's last reply: on server shutdown the export is flushed (durable);
+    /// on a client's disconnect it is only settled (its own caches written for other readers),
+    /// as durability is what FLUSH and FUA are for and `fdatasync` per disconnect is costly.
+    async fn end_of_connection(&self, session: &Arc<Session>) {
+        if session.read_only {
+            return;
+        }
+        let shutting_down = self.is_shutting_down();
+        let s = Arc::clone(session);
+        let done = tokio::task::spawn_blocking(move || {
+            let backend = s.export.backend();
+            if shutting_down {
+                backend.flush()
+            } else {
+                backend.settle()
+            }
+        })
+        .await;
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "flush at disconnect failed"),
+            Err(e) => tracing::warn!(error = %e, "flush task failed"),
+        }
+    }
+
     /// Transmission by worker threads over the socket itself (see `direct.rs`).
     async fn transmission_direct(
         self: &Arc<Self>,
@@ -677,16 +702,8 @@ impl Server {
                 }
             }
         }
-        // Every request has been answered; flush before the socket closes (spec:
-        // "NBD_CMD_DISC"), so the client's close means its writes are durable.
-        let session = Arc::clone(conn.session());
-        if !session.read_only {
-            match tokio::task::spawn_blocking(move || session.export.backend().flush()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "flush at disconnect failed"),
-                Err(e) => tracing::warn!(error = %e, "flush task failed"),
-            }
-        }
+        // Every request has been answered (spec: "NBD_CMD_DISC").
+        self.end_of_connection(conn.session()).await;
         drop(conn);
         Ok(())
     }
@@ -824,14 +841,7 @@ impl Server {
         };
         // Finish every in-flight request before closing (spec: "NBD_CMD_DISC").
         let _all = slots.acquire_many(self.config.max_in_flight).await;
-        if !session.read_only {
-            let s = Arc::clone(&session);
-            match tokio::task::spawn_blocking(move || s.export.backend().flush()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "flush at disconnect failed"),
-                Err(e) => tracing::warn!(error = %e, "flush task failed"),
-            }
-        }
+        self.end_of_connection(&session).await;
         drop(tx);
         if let Err(e) = writer_task.await {
             tracing::warn!(error = %e, "reply writer failed");
