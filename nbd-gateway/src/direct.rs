@@ -33,7 +33,7 @@ use crate::reply::{self, ReplyBuf, ReplyMode, Request, Session, Sink};
 /// into its payload buffer rather than copied through this one.
 const READ_BUF: usize = 64 * 1024;
 /// Payload buffers larger than this are released after their request instead of kept.
-const PAYLOAD_KEEP: usize = 4 << 20;
+const PAYLOAD_KEEP: usize = 512 * 1024;
 /// Stack of a worker thread: request handling keeps its buffers on the heap.
 const WORKER_STACK: usize = 1 << 20;
 /// Most requests a worker takes at once when they are already buffered; their replies go out

@@ -149,7 +149,7 @@ pub(crate) struct ReplyBuf {
 const MIN_SPARSE_READ: u64 = 64 * 1024;
 
 /// A [`ReplyBuf`] larger than this after a request is released instead of kept.
-const REPLY_BUF_KEEP: usize = 4 << 20;
+const REPLY_BUF_KEEP: usize = 512 * 1024;
 
 impl ReplyBuf {
     /// Empties the buffer, keeping its storage unless it grew past [`REPLY_BUF_KEEP`].
