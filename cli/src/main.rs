@@ -5,6 +5,7 @@
 //! (for `inspect`: no operating system found), 2 usage or operational error. A broken pipe exits 0.
 
 mod drivers_cmd;
+mod fixup_cmd;
 mod gateway;
 mod guest_cmd;
 mod inspect_cmd;
@@ -53,6 +54,9 @@ enum Command {
     },
     /// Restore an image changed by rehost from its undo file, or discard the undo file.
     Undo(guest_cmd::UndoArgs),
+    /// Plan the repairs that make a migrated disk boot on KVM (--dry-run; applying is not
+    /// supported yet).
+    Fixup(fixup_cmd::FixupArgs),
     /// Recipes for `fixup`: list, show, lint.
     Recipe(recipe_cmd::RecipeArgs),
     /// Virtio-win driver catalogs: what a source holds and what would be injected.
@@ -84,6 +88,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Cat(args) => guest_cmd::cat(&args),
         Command::Stat { target, json } => guest_cmd::stat(&target, json),
         Command::Undo(args) => guest_cmd::undo(&args),
+        Command::Fixup(args) => fixup_cmd::run(&args),
         Command::Recipe(args) => recipe_cmd::run(&args),
         Command::Drivers(args) => drivers_cmd::run(&args),
         Command::Gateway(args) => gateway::run(args),

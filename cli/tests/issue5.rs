@@ -72,3 +72,43 @@ fn issue5_recipes_list_show_and_lint() {
     assert_eq!(code, 2);
     assert!(err.contains("no recipe named \"nosuch\""), "{err}");
 }
+
+#[test]
+fn issue5_fixup_dry_run_plans_and_writes_nothing() {
+    let img = images::build("debian12-vmware").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("d.raw");
+    std::fs::copy(&img, &copy).unwrap();
+    let before = std::fs::read(&copy).unwrap();
+    let p = copy.to_str().unwrap();
+
+    let (code, out, err) = rehost(&["fixup", "--dry-run", p]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("recipe debian for /dev/sda1"), "{out}");
+    assert!(
+        out.contains("+UUID=6a3c1f0e-2b7d-4c5e-9f10-1d2e3f4a5b6c / ext4"),
+        "fstab must move to UUID=: {out}"
+    );
+    assert!(out.contains("+iface ens3 inet static"), "{out}");
+    assert!(out.contains("console=ttyS0,115200"), "{out}");
+
+    let (code, out, _) = rehost(&["fixup", "--dry-run", "--json", "--net", "dhcp", p]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["recipe"], "debian");
+    assert!(
+        out.contains("inet dhcp"),
+        "--net dhcp must reach the network fixer: {out}"
+    );
+
+    // Applying is not supported yet: refused, and the image is untouched either way.
+    let (code, _, err) = rehost(&["fixup", p]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not supported yet"), "{err}");
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        before,
+        "fixup changed the image"
+    );
+    assert!(!disk::txn::undo_path_for(&copy).exists());
+}
