@@ -1,5 +1,6 @@
 //! Applying a plan through a small write interface the caller provides.
 
+use guestfs::write::{FsWrite, NewFileAttrs};
 use guestfs::{FileType, FsRead, FsReadExt, GuestPath};
 
 use crate::{Change, Error, Plan, Result};
@@ -33,6 +34,85 @@ pub trait Applier: FsRead {
     /// # Errors
     /// Whatever the filesystem reports.
     fn symlink(&mut self, path: &GuestPath, target: &[u8]) -> Result<()>;
+    /// Creates a directory (root-owned, `mode`).
+    ///
+    /// # Errors
+    /// Whatever the filesystem reports.
+    fn mkdir(&mut self, path: &GuestPath, mode: u32) -> Result<()>;
+}
+
+/// The SELinux label a new file gets: its parent directory's, as the kernel gives a new file
+/// without a type transition. Filesystems without xattrs (FAT, NTFS) get none.
+fn inherit_label(fs: &dyn FsWrite, path: &GuestPath, attrs: NewFileAttrs) -> NewFileAttrs {
+    const SELINUX: &[u8] = b"security.selinux";
+    match fs.get_xattr(&path.parent(), SELINUX) {
+        Ok(Some(label)) => attrs.xattr(SELINUX, &label),
+        _ => attrs,
+    }
+}
+
+/// Applies changes to a writable guest filesystem ([`guestfs::write::FsWrite`], usually a
+/// [`guestfs::MountsRw`] over a device opened through `disk::txn::Transaction`).
+pub struct FsApplier<'a> {
+    fs: &'a dyn FsWrite,
+}
+
+impl<'a> FsApplier<'a> {
+    /// Wraps `fs`.
+    #[must_use]
+    pub fn new(fs: &'a dyn FsWrite) -> Self {
+        Self { fs }
+    }
+}
+
+impl FsRead for FsApplier<'_> {
+    fn info(&self) -> guestfs::FsInfo {
+        self.fs.info()
+    }
+    fn lstat(&self, path: &GuestPath) -> guestfs::Result<guestfs::Metadata> {
+        self.fs.lstat(path)
+    }
+    fn read_dir(&self, path: &GuestPath) -> guestfs::Result<Vec<guestfs::DirEntry>> {
+        self.fs.read_dir(path)
+    }
+    fn read_link(&self, path: &GuestPath) -> guestfs::Result<Vec<u8>> {
+        self.fs.read_link(path)
+    }
+    fn read_at(&self, path: &GuestPath, offset: u64, buf: &mut [u8]) -> guestfs::Result<usize> {
+        self.fs.read_at(path, offset, buf)
+    }
+}
+
+impl Applier for FsApplier<'_> {
+    fn replace_file(&mut self, path: &GuestPath, new: &[u8]) -> Result<()> {
+        // write_file on an existing file keeps owner, mode, labels and inode (FsWrite contract).
+        if self.fs.lstat(path)?.file_type != FileType::Regular {
+            return Err(guestfs::Error::NotFound {
+                path: path.to_string(),
+            }
+            .into());
+        }
+        Ok(self.fs.write_file(path, new, &NewFileAttrs::file())?)
+    }
+    fn create_file(&mut self, path: &GuestPath, content: &[u8], mode: u32) -> Result<()> {
+        let attrs = inherit_label(self.fs, path, NewFileAttrs::with_mode(mode));
+        Ok(self.fs.write_file(path, content, &attrs)?)
+    }
+    fn delete_file(&mut self, path: &GuestPath) -> Result<()> {
+        Ok(self.fs.unlink(path)?)
+    }
+    fn rename(&mut self, from: &GuestPath, to: &GuestPath) -> Result<()> {
+        Ok(self.fs.rename(from, to)?)
+    }
+    fn symlink(&mut self, path: &GuestPath, target: &[u8]) -> Result<()> {
+        Ok(self
+            .fs
+            .symlink(path, target, &NewFileAttrs::with_mode(0o777))?)
+    }
+    fn mkdir(&mut self, path: &GuestPath, mode: u32) -> Result<()> {
+        let attrs = inherit_label(self.fs, path, NewFileAttrs::with_mode(mode));
+        Ok(self.fs.mkdir(path, &attrs)?)
+    }
 }
 
 /// What is at `p` now: `None` if nothing, else (type, content of a regular file).
@@ -69,12 +149,18 @@ fn check(fs: &dyn FsRead, c: &Change) -> Result<()> {
                 None => stale("the file is gone"),
             }
         }
-        Change::CreateFile { path, .. } | Change::Symlink { path, .. } => {
-            match current(fs, &gp(path)?)? {
-                None => Ok(()),
-                Some(_) => stale("the path exists now"),
-            }
-        }
+        Change::EditHive { path, old, .. } => match current(fs, &gp(path)?)? {
+            Some((FileType::Regular, now)) if now == *old => Ok(()),
+            Some((FileType::Regular, _)) => stale("the hive changed since planning"),
+            Some(_) => stale("not a regular file any more"),
+            None => stale("the hive is gone"),
+        },
+        Change::CreateFile { path, .. }
+        | Change::Symlink { path, .. }
+        | Change::Mkdir { path, .. } => match current(fs, &gp(path)?)? {
+            None => Ok(()),
+            Some(_) => stale("the path exists now"),
+        },
         Change::Rename { from, to } => {
             if current(fs, &gp(from)?)?.is_none() {
                 return stale("the source is gone");
@@ -109,6 +195,8 @@ pub fn apply(plan: &Plan, applier: &mut dyn Applier) -> Result<usize> {
             Change::DeleteFile { path, .. } => applier.delete_file(&gp(path)?),
             Change::Rename { from, to } => applier.rename(&gp(from)?, &gp(to)?),
             Change::Symlink { path, target } => applier.symlink(&gp(path)?, target.as_bytes()),
+            Change::Mkdir { path, mode } => applier.mkdir(&gp(path)?, *mode),
+            Change::EditHive { path, new, .. } => applier.replace_file(&gp(path)?, new),
         };
         r.map_err(|e| Error::Apply {
             change: c.describe(),

@@ -11,6 +11,7 @@ use crate::{Change, Result};
 enum Node {
     File(Vec<u8>, u32),
     Symlink(Vec<u8>),
+    Dir(u32),
     Gone,
 }
 
@@ -80,6 +81,14 @@ impl<'a> Overlay<'a> {
                 self.nodes
                     .insert(gp(path)?, Node::Symlink(target.as_bytes().to_vec()));
             }
+            Change::Mkdir { path, mode } => {
+                self.nodes.insert(gp(path)?, Node::Dir(*mode));
+            }
+            Change::EditHive { path, new, .. } => {
+                let p = gp(path)?;
+                let mode = self.lstat(&p).map(|m| m.mode).unwrap_or(0o644);
+                self.nodes.insert(p, Node::File(new.clone(), mode));
+            }
         }
         Ok(())
     }
@@ -118,13 +127,23 @@ impl FsRead for Overlay<'_> {
                 Ok(m)
             }
             Some(Node::Symlink(t)) => Ok(meta(FileType::Symlink, t.len(), 0o777)),
+            Some(Node::Dir(mode)) => Ok(meta(FileType::Directory, 0, *mode)),
             Some(Node::Gone) => Err(not_found(path)),
             None => self.base.lstat(path),
         }
     }
 
     fn read_dir(&self, path: &GuestPath) -> guestfs::Result<Vec<DirEntry>> {
-        let mut out = self.base.read_dir(path)?;
+        let mut out = match self.nodes.get(path) {
+            Some(Node::Dir(_)) => Vec::new(),
+            Some(Node::Gone) => return Err(not_found(path)),
+            Some(_) => {
+                return Err(guestfs::Error::NotADirectory {
+                    path: path.to_string(),
+                });
+            }
+            None => self.base.read_dir(path)?,
+        };
         out.retain(|e| {
             path.join_name(&e.name)
                 .map_or(true, |c| !matches!(self.nodes.get(&c), Some(Node::Gone)))
@@ -137,6 +156,7 @@ impl FsRead for Overlay<'_> {
             let ft = match n {
                 Node::File(..) => FileType::Regular,
                 Node::Symlink(_) => FileType::Symlink,
+                Node::Dir(_) => FileType::Directory,
                 Node::Gone => continue,
             };
             if !out.iter().any(|e| e.name == name) {
@@ -152,7 +172,7 @@ impl FsRead for Overlay<'_> {
     fn read_link(&self, path: &GuestPath) -> guestfs::Result<Vec<u8>> {
         match self.nodes.get(path) {
             Some(Node::Symlink(t)) => Ok(t.clone()),
-            Some(Node::File(..)) => Err(guestfs::Error::NotASymlink {
+            Some(Node::File(..) | Node::Dir(_)) => Err(guestfs::Error::NotASymlink {
                 path: path.to_string(),
             }),
             Some(Node::Gone) => Err(not_found(path)),
@@ -171,6 +191,9 @@ impl FsRead for Overlay<'_> {
                 }
                 Ok(n)
             }
+            Some(Node::Dir(_)) => Err(guestfs::Error::IsADirectory {
+                path: path.to_string(),
+            }),
             Some(Node::Symlink(_)) | Some(Node::Gone) => Err(not_found(path)),
             None => self.base.read_at(path, offset, buf),
         }

@@ -79,6 +79,27 @@ pub enum Change {
         /// Link target, as stored.
         target: String,
     },
+    /// Create a directory (its parent must exist or be created by an earlier change).
+    Mkdir {
+        /// Guest path.
+        path: String,
+        /// Permission bits.
+        mode: u32,
+    },
+    /// Replace a registry hive file with an edited one (applied like [`Change::ReplaceFile`];
+    /// reported as the `.reg` difference rather than as binary).
+    EditHive {
+        /// Guest path of the hive file.
+        path: String,
+        /// Hive bytes before.
+        #[serde(skip)]
+        old: Vec<u8>,
+        /// Hive bytes after.
+        #[serde(skip)]
+        new: Vec<u8>,
+        /// The edit as a `.reg` difference (`hive::diff_reg`), for people and `--json`.
+        reg: String,
+    },
 }
 
 impl Change {
@@ -89,7 +110,9 @@ impl Change {
             Self::ReplaceFile { path, .. }
             | Self::CreateFile { path, .. }
             | Self::DeleteFile { path, .. }
-            | Self::Symlink { path, .. } => path,
+            | Self::Symlink { path, .. }
+            | Self::Mkdir { path, .. }
+            | Self::EditHive { path, .. } => path,
             Self::Rename { to, .. } => to,
         }
     }
@@ -111,6 +134,11 @@ impl Change {
             Self::DeleteFile { path, old } => format!("delete {path} ({} bytes)", old.len()),
             Self::Rename { from, to } => format!("rename {from} -> {to}"),
             Self::Symlink { path, target } => format!("symlink {path} -> {target}"),
+            Self::Mkdir { path, mode } => format!("mkdir {path} (mode {mode:o})"),
+            Self::EditHive { path, reg, .. } => {
+                let keys = reg.lines().filter(|l| l.starts_with('[')).count();
+                format!("edit registry hive {path} ({keys} keys touched)")
+            }
         }
     }
 }
@@ -176,6 +204,12 @@ impl Plan {
                     Change::ReplaceFile { path, old, new } => (path, old, new),
                     Change::CreateFile { path, content, .. } => (path, &[], content),
                     Change::DeleteFile { path, old } => (path, old, &[]),
+                    Change::EditHive { reg, .. } => {
+                        for l in reg.lines() {
+                            let _ = writeln!(out, "    {l}");
+                        }
+                        continue;
+                    }
                     _ => continue,
                 };
                 match (std::str::from_utf8(old), std::str::from_utf8(new)) {
@@ -290,6 +324,74 @@ mod tests {
             "schema = 1\nname = \"t\"\ndescription = \"d\"\n[match]\nos_type = \"linux\"\n{steps}"
         );
         Recipe::parse(&text, Origin::Inline).unwrap()
+    }
+
+    #[test]
+    fn new_directories_and_hive_edits_are_seen_and_applied() {
+        let mut g = MemFs::new();
+        g.add_file("/Windows/System32/config/SYSTEM", b"regf-old")
+            .add_file("/opt/README", b"");
+        let p = Plan {
+            recipe: "r".into(),
+            root: "/dev/sda1".into(),
+            steps: vec![PlannedStep {
+                fixer: "x".into(),
+                summary: String::new(),
+                changes: vec![
+                    Change::Mkdir {
+                        path: "/opt/rehost".into(),
+                        mode: 0o755,
+                    },
+                    Change::CreateFile {
+                        path: "/opt/rehost/firstboot.sh".into(),
+                        content: b"#!/bin/sh".to_vec(),
+                        mode: 0o755,
+                    },
+                    Change::EditHive {
+                        path: "/Windows/System32/config/SYSTEM".into(),
+                        old: b"regf-old".to_vec(),
+                        new: b"regf-new".to_vec(),
+                        reg: "[HKEY_LOCAL_MACHINE\\SYSTEM\\x]\n\"Start\"=dword:00000000\n".into(),
+                    },
+                ],
+            }],
+        };
+        let mut o = Overlay::new(&g);
+        for c in p.changes() {
+            o.record(c).unwrap();
+        }
+        let names: Vec<_> = o
+            .read_dir(&GuestPath::parse(b"/opt/rehost").unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, vec![b"firstboot.sh".to_vec()]);
+        assert_eq!(
+            o.read_file(b"/Windows/System32/config/SYSTEM", 100)
+                .unwrap(),
+            b"regf-new"
+        );
+        let human = p.render_human();
+        assert!(human.contains("mkdir /opt/rehost (mode 755)"), "{human}");
+        assert!(
+            human.contains("edit registry hive /Windows/System32/config/SYSTEM (1 keys touched)"),
+            "{human}"
+        );
+        assert!(human.contains("    \"Start\"=dword:00000000"), "{human}");
+        assert!(!human.contains("binary files changed"), "{human}");
+        assert_eq!(crate::apply(&p, &mut g).unwrap(), 3);
+        assert_eq!(
+            g.read_file(b"/opt/rehost/firstboot.sh", 100).unwrap(),
+            b"#!/bin/sh"
+        );
+        assert_eq!(
+            g.read_file(b"/Windows/System32/config/SYSTEM", 100)
+                .unwrap(),
+            b"regf-new"
+        );
+        // A second apply is stale: the directory exists and the hive is not what was planned.
+        assert!(matches!(crate::apply(&p, &mut g), Err(Error::Stale { .. })));
     }
 
     #[test]
@@ -471,6 +573,9 @@ mod tests {
             Ok(())
         }
         fn symlink(&mut self, _: &GuestPath, _: &[u8]) -> Result<()> {
+            Ok(())
+        }
+        fn mkdir(&mut self, _: &GuestPath, _: u32) -> Result<()> {
             Ok(())
         }
     }

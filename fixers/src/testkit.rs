@@ -293,6 +293,18 @@ impl Applier for MemFs {
             .insert(path.clone(), Node::Symlink(target.to_vec()));
         Ok(())
     }
+
+    fn mkdir(&mut self, path: &GuestPath, _mode: u32) -> Result<()> {
+        self.need_parent(path)?;
+        if self.nodes.contains_key(path) {
+            return Err(guestfs::Error::AlreadyExists {
+                path: path.to_string(),
+            }
+            .into());
+        }
+        self.nodes.insert(path.clone(), Node::Dir);
+        Ok(())
+    }
 }
 
 /// The facts of a synthetic guest for [`synthetic_report`].
