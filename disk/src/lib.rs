@@ -39,6 +39,7 @@ pub mod lvm;
 pub mod mem;
 pub mod nbd;
 pub mod open;
+pub mod overlay;
 pub mod partition;
 pub mod qcow2;
 pub mod raw;
