@@ -19,9 +19,12 @@
 //! (the read side in `fs/` and `e2fsck -n` are the places for hostile images).
 
 mod io;
+mod ops;
 mod sys;
 #[cfg(test)]
 mod tests;
+
+pub use ops::{DirEntry, FileKind, MAX_DIR_ENTRIES};
 
 /// Fuzzing entry points (house style S17): plain functions that must never panic.
 #[doc(hidden)]
@@ -1131,6 +1134,36 @@ impl Ext2Fs {
         self.write_inode(ino, &mut inode)
     }
 
+    /// Creates directory `name` in `dir` (which must not hold it yet) with `attrs`.
+    fn make_dir(&self, dir: u32, name: &str, path: &str, attrs: &NewFile) -> Result<u32> {
+        let perms = perm_bits(attrs.mode)?;
+        let ino = self.new_inode(dir, S_IFDIR | perms, path)?;
+        let cname = std::ptr::null();
+        // SAFETY: live handle; with a null name libext2fs builds the directory (inode,
+        // first block, parent's link count) without linking it; we link it below.
+        let code = unsafe { sys::ext2fs_mkdir(self.fs, dir, ino, cname) };
+        self.check("mkdir", path, code)?;
+        if let Err(e) = self.link(dir, name, ino, sys::EXT2_FT_DIR, path) {
+            // Undo the unlinked directory so the bitmaps and counts stay consistent.
+            let inode = self.read_inode(ino)?;
+            self.release(ino, inode, path)?;
+            self.adjust_links(dir, false)?;
+            return Err(e);
+        }
+        self.set_owner(ino, attrs.uid, attrs.gid, Some(perms))?;
+        let now = Timestamp::now();
+        self.touch(
+            ino,
+            Stamp {
+                atime: Some(now),
+                mtime: Some(now),
+                ctime: Some(now),
+            },
+        )?;
+        self.touch(dir, Self::modified_now())?;
+        Ok(ino)
+    }
+
     // ----- public operations ---------------------------------------------------------------
 
     /// Creates `path` with `data`, or replaces the contents of the regular file there. A
@@ -1216,7 +1249,8 @@ impl Ext2Fs {
     /// [`Error::NotADirectory`] if a component exists and is not a directory; libext2fs and
     /// device errors.
     pub fn mkdir_p(&mut self, path: &str, attrs: &NewFile) -> Result<()> {
-        let perms = perm_bits(attrs.mode)?;
+        // Checked before anything is created.
+        perm_bits(attrs.mode)?;
         let comps = components(path)?;
         let mut dir = sys::EXT2_ROOT_INO;
         let mut sofar = String::new();
@@ -1235,31 +1269,7 @@ impl Ext2Fs {
                 dir = target;
                 continue;
             }
-            let ino = self.new_inode(dir, S_IFDIR | perms, &sofar)?;
-            let cname = std::ptr::null();
-            // SAFETY: live handle; with a null name libext2fs builds the directory (inode,
-            // first block, parent's link count) without linking it; we link it below.
-            let code = unsafe { sys::ext2fs_mkdir(self.fs, dir, ino, cname) };
-            self.check("mkdir", &sofar, code)?;
-            if let Err(e) = self.link(dir, name, ino, sys::EXT2_FT_DIR, &sofar) {
-                // Undo the unlinked directory so the bitmaps and counts stay consistent.
-                let inode = self.read_inode(ino)?;
-                self.release(ino, inode, &sofar)?;
-                self.adjust_links(dir, false)?;
-                return Err(e);
-            }
-            self.set_owner(ino, attrs.uid, attrs.gid, Some(perms))?;
-            let now = Timestamp::now();
-            self.touch(
-                ino,
-                Stamp {
-                    atime: Some(now),
-                    mtime: Some(now),
-                    ctime: Some(now),
-                },
-            )?;
-            self.touch(dir, Self::modified_now())?;
-            dir = ino;
+            dir = self.make_dir(dir, name, &sofar, attrs)?;
         }
         Ok(())
     }

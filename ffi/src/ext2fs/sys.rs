@@ -14,6 +14,8 @@ pub(crate) const EXT2_ET_MAGIC_IO_MANAGER: Errcode = 2_133_571_335;
 pub(crate) const EXT2_ET_SHORT_READ: Errcode = 2_133_571_364;
 pub(crate) const EXT2_ET_SHORT_WRITE: Errcode = 2_133_571_365;
 pub(crate) const EXT2_ET_DIR_NO_SPACE: Errcode = 2_133_571_366;
+pub(crate) const EXT2_ET_BLOCK_ALLOC_FAIL: Errcode = 2_133_571_400;
+pub(crate) const EXT2_ET_INODE_ALLOC_FAIL: Errcode = 2_133_571_401;
 pub(crate) const EXT2_ET_BAD_DEVICE_NAME: Errcode = 2_133_571_386;
 pub(crate) const EXT2_ET_UNSUPP_FEATURE: Errcode = 2_133_571_395;
 pub(crate) const EXT2_ET_RO_UNSUPP_FEATURE: Errcode = 2_133_571_396;
@@ -22,6 +24,9 @@ pub(crate) const EXT2_ET_NO_DIRECTORY: Errcode = 2_133_571_402;
 pub(crate) const EXT2_ET_FILE_NOT_FOUND: Errcode = 2_133_571_404;
 pub(crate) const EXT2_ET_FILE_EXISTS: Errcode = 2_133_571_483;
 pub(crate) const EXT2_ET_EA_KEY_NOT_FOUND: Errcode = 2_133_571_490;
+pub(crate) const EXT2_ET_EA_NO_SPACE: Errcode = 2_133_571_491;
+/// errno `ENOSPC` (libext2fs passes some errno values through).
+pub(crate) const ENOSPC: Errcode = 28;
 
 /// `ext2_io.h`: `IO_FLAG_RW`.
 pub(crate) const IO_FLAG_RW: c_int = 0x0001;
@@ -31,6 +36,8 @@ pub(crate) const EXT2_FLAG_RW: c_int = 0x01;
 pub(crate) const EXT2_FLAG_64BITS: c_int = 0x2_0000;
 /// `ext2fs.h`: `ext2fs_file_open2` flags.
 pub(crate) const EXT2_FILE_WRITE: c_int = 0x0001;
+/// `ext2fs.h`: `EXT2_SEEK_SET`.
+pub(crate) const EXT2_SEEK_SET: c_int = 0;
 /// `ext2fs.h`: `EXT2_SEEK_END`.
 pub(crate) const EXT2_SEEK_END: c_int = 2;
 /// `ext2fs.h`: dir_iterate callback results and entry kinds.
@@ -233,6 +240,9 @@ unsafe extern "C" {
     pub(crate) fn ext2fs_close2(fs: *mut Filsys, flags: c_int) -> Errcode;
     pub(crate) fn ext2fs_free(fs: *mut Filsys);
     pub(crate) fn ext2fs_read_bitmaps(fs: *mut Filsys) -> Errcode;
+    pub(crate) fn ext2fs_write_bitmaps(fs: *mut Filsys) -> Errcode;
+    pub(crate) fn ext2fs_flush2(fs: *mut Filsys, flags: c_int) -> Errcode;
+    pub(crate) fn ext2fs_is_fast_symlink(inode: *mut Inode) -> c_int;
     pub(crate) fn ext2fs_namei(
         fs: *mut Filsys,
         root: u32,

@@ -1738,3 +1738,161 @@ fn random_ops_4k_bigalloc() {
         0x5EED_0008,
     );
 }
+
+// ----- listing, links, byte ranges, mkdir, flush (ops.rs) ---------------------------------
+
+/// Everything `read_dir` reports for `dir`, as name -> kind, sorted.
+fn listing(fs: &Ext2Fs, dir: &str) -> BTreeMap<String, FileKind> {
+    fs.read_dir(dir)
+        .expect("read_dir")
+        .into_iter()
+        .map(|e| (String::from_utf8(e.name).expect("utf-8 name"), e.kind))
+        .collect()
+}
+
+fn ops_on(m: &Mkfs<'_>, name: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let img = mkfs(dir.path(), name, m);
+    let (t, mut fs) = open_txn(&img);
+    fs.mkdir("/d", &NewFile::dir(0o750).owner(5, 6))
+        .expect("mkdir");
+    assert!(matches!(
+        fs.mkdir("/d", &NewFile::dir(0o750)),
+        Err(Error::Exists { path }) if path == "/d"
+    ));
+    assert!(matches!(
+        fs.mkdir("/missing/x", &NewFile::dir(0o750)),
+        Err(Error::NotFound { .. })
+    ));
+    fs.write_file("/d/f", b"hello", &NewFile::file(0o644))
+        .expect("write");
+    // A gap: bytes 5..10 read as zeros.
+    fs.write_at("/d/f", 10, b"world")
+        .expect("write past the end");
+    fs.write_at("/d/f", 1, b"EL").expect("overwrite inside");
+    fs.write_at("/d/f", 1000, b"").expect("empty write");
+    let mut buf = [0xAAu8; 32];
+    let n = fs.read_at("/d/f", 0, &mut buf).expect("read_at");
+    assert_eq!(&buf[..n], b"hELlo\0\0\0\0\0world");
+    let n = fs.read_at("/d/f", 12, &mut buf[..2]).expect("partial read");
+    assert_eq!(&buf[..n], b"rl");
+    assert_eq!(fs.read_at("/d/f", 15, &mut buf).expect("at end"), 0);
+    assert_eq!(fs.read_at("/d/f", 99, &mut buf).expect("past end"), 0);
+    // A multi-block write at an unaligned offset, then a read across block boundaries.
+    let big: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+    fs.write_at("/d/big", 0, b"x")
+        .expect_err("write_at needs an existing file");
+    fs.write_file("/d/big", b"", &NewFile::file(0o600))
+        .expect("create");
+    fs.write_at("/d/big", 4095, &big).expect("big write_at");
+    let mut back = vec![0u8; 70_000];
+    assert_eq!(fs.read_at("/d/big", 4095, &mut back).expect("read"), 70_000);
+    assert!(back == big, "big write_at reads back");
+    fs.symlink("/d/short", "f", &NewFile::file(0))
+        .expect("fast symlink");
+    let long = format!("/{}", "t".repeat(300));
+    fs.symlink("/d/long", &long, &NewFile::file(0))
+        .expect("slow symlink");
+    assert_eq!(fs.read_link("/d/short").expect("readlink"), b"f");
+    assert_eq!(fs.read_link("/d/long").expect("readlink"), long.as_bytes());
+    assert!(matches!(fs.read_link("/d/f"), Err(Error::Usage(_))));
+    assert!(matches!(
+        fs.read_dir("/d/f"),
+        Err(Error::NotADirectory { .. })
+    ));
+    assert!(matches!(
+        fs.read_at("/d", 0, &mut buf),
+        Err(Error::IsADirectory { .. })
+    ));
+    assert_eq!(
+        listing(&fs, "/d"),
+        BTreeMap::from([
+            ("big".to_string(), FileKind::Regular),
+            ("f".to_string(), FileKind::Regular),
+            ("long".to_string(), FileKind::Symlink),
+            ("short".to_string(), FileKind::Symlink),
+        ])
+    );
+    let md = fs.metadata("/d").expect("stat");
+    assert_eq!(
+        (md.kind(), md.mode & 0o7777, md.uid, md.gid),
+        (FileKind::Directory, 0o750, 5, 6)
+    );
+    // After flush the image is consistent while the filesystem stays open.
+    fs.flush().expect("flush");
+    let snapshot = dir.path().join("snapshot.img");
+    std::fs::copy(&img, &snapshot).expect("copy");
+    e2fsck_clean(&snapshot);
+    fs.unlink("/d/big").expect("still usable after flush");
+    commit(fs, t);
+    e2fsck_clean(&img);
+    assert_eq!(debugfs_cat_sized(&img, "/d/f"), b"hELlo\0\0\0\0\0world");
+}
+
+#[test]
+fn ranges_listings_links_mkdir_and_flush() {
+    if !have_tools() {
+        return;
+    }
+    ops_on(&Mkfs::default(), "ops4k.img");
+    ops_on(
+        &Mkfs {
+            fs_type: "ext2",
+            block_size: Some(1024),
+            ..Mkfs::default()
+        },
+        "ops-ext2.img",
+    );
+    ops_on(
+        &Mkfs {
+            features: Some("inline_data"),
+            ..Mkfs::default()
+        },
+        "ops-inline.img",
+    );
+}
+
+#[test]
+fn inline_files_and_symlinks_read_by_range() {
+    if !have_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).expect("mkdir");
+    std::fs::write(src.join("small"), b"inline bytes here").expect("populate");
+    let target = "x".repeat(80);
+    std::os::unix::fs::symlink(&target, src.join("link")).expect("symlink");
+    let img = mkfs(
+        dir.path(),
+        "inline-ops.img",
+        &Mkfs {
+            features: Some("inline_data"),
+            populate: Some(&src),
+            ..Mkfs::default()
+        },
+    );
+    let stat = String::from_utf8_lossy(&debugfs(&img, "stat /small")).into_owned();
+    assert!(stat.contains("Size of inline data"), "{stat}");
+    let (t, mut fs) = open_txn(&img);
+    let mut buf = [0u8; 8];
+    let n = fs.read_at("/small", 7, &mut buf).expect("read inline");
+    assert_eq!(&buf[..n], b"bytes he");
+    assert_eq!(fs.read_at("/small", 17, &mut buf).expect("at end"), 0);
+    assert_eq!(fs.read_link("/link").expect("readlink"), target.as_bytes());
+    assert_eq!(
+        listing(&fs, "/"),
+        BTreeMap::from([
+            ("link".to_string(), FileKind::Symlink),
+            ("lost+found".to_string(), FileKind::Directory),
+            ("small".to_string(), FileKind::Regular),
+            ("sub".to_string(), FileKind::Directory),
+        ])
+    );
+    fs.write_at("/small", 17, b"!").expect("write_at inline");
+    let n = fs.read_at("/small", 0, &mut [0u8; 64]).expect("read");
+    assert_eq!(n, 18);
+    commit(fs, t);
+    e2fsck_clean(&img);
+    assert_eq!(debugfs_cat_sized(&img, "/small"), b"inline bytes here!");
+}
