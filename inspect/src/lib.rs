@@ -31,7 +31,8 @@ use std::sync::Arc;
 
 use disk::partition::{self, PartitionTable, PartitionType, TableKind};
 use disk::{BlockRead, BlockReadExt, SharedRead};
-use guestfs::{FsKind, FsRead, GuestPath, Mounts};
+use guestfs::write::{FsWrite, WriteOptions};
+use guestfs::{FsKind, FsRead, GuestPath, Mounts, MountsRw};
 
 use linux::fstab::DeviceSpec;
 use report::{BootCode, DeviceReport, Mountpoint, TableReport};
@@ -51,6 +52,16 @@ pub enum Error {
         wanted: String,
         /// The devices with a readable filesystem, comma separated.
         readable: String,
+    },
+    /// A filesystem of the guest could not be opened for writing (refused as unclean or
+    /// hibernated, no writer for its type, or an LVM volume).
+    #[error("cannot open {device} for writing")]
+    Write {
+        /// The device name.
+        device: String,
+        /// Why.
+        #[source]
+        source: guestfs::Error,
     },
 }
 
@@ -238,6 +249,21 @@ pub fn guest_view(dev: SharedRead, device: Option<&str>) -> Result<GuestView, Er
     let mut findings = Vec::new();
     let table = partition::read_table(&*dev).ok();
     let devices = scan_devices(&dev, table.as_ref(), &mut findings);
+    let (root, readable, mounts) = choose_root(&devices, device, &mut findings)?;
+    Ok(GuestView {
+        root,
+        fs: mounts,
+        devices: readable,
+    })
+}
+
+/// The root device chosen as [`guest_view`] documents, the readable devices, and the read-only
+/// mount table.
+fn choose_root(
+    devices: &[Device],
+    device: Option<&str>,
+    findings: &mut Vec<Finding>,
+) -> Result<(String, Vec<String>, Mounts), Error> {
     let readable: Vec<String> = devices
         .iter()
         .filter(|d| d.fs.is_some())
@@ -262,15 +288,118 @@ pub fn guest_view(dev: SharedRead, device: Option<&str>) -> Result<GuestView, Er
         readable: readable.join(", "),
     })?;
     let mounts = if device.is_none() && linux::is_linux_root(fs.as_ref()) {
-        linux_mounts(fs, &devices, &root, &mut findings).0
+        linux_mounts(fs, devices, &root, findings).0
     } else {
         Mounts::new(fs)
     };
-    Ok(GuestView {
+    Ok((root, readable, mounts))
+}
+
+/// A guest's files opened for writing: the twin of [`GuestView`].
+pub struct GuestViewRw {
+    /// The device whose filesystem is `/`.
+    pub root: String,
+    /// The writable filesystem tree, with fstab's mounts applied (Linux).
+    pub fs: MountsRw,
+    /// `(mountpoint, device)` of every filesystem opened for writing, `/` first.
+    pub mounted: Vec<(GuestPath, String)>,
+    /// Names of every device with a readable filesystem.
+    pub devices: Vec<String>,
+}
+
+/// Opens the guest's files for writing, choosing the root as [`guest_view`] does. Every
+/// filesystem in the mount table is opened with [`guestfs::open_rw`]; a device mounted twice is
+/// opened once. `dev` should be a `disk::txn::Transaction` (or an overlay) so the writes can be
+/// undone.
+///
+/// # Errors
+/// As [`guest_view`]; [`Error::Write`] when a mounted filesystem cannot be opened for writing
+/// (unclean, hibernated, a type without a writer, or on an LVM volume, which we do not write yet).
+pub fn guest_view_rw(
+    dev: Arc<dyn disk::BlockWrite>,
+    device: Option<&str>,
+    opts: WriteOptions,
+) -> Result<GuestViewRw, Error> {
+    let read: SharedRead = dev.clone();
+    let _: [u8; 512] = read.read_array(0)?;
+    let mut findings = Vec::new();
+    let table = partition::read_table(&*read).ok();
+    let devices = scan_devices(&read, table.as_ref(), &mut findings);
+    let (root, readable, ro) = choose_root(&devices, device, &mut findings)?;
+    let mut wanted: Vec<(GuestPath, String)> = vec![(GuestPath::root(), root.clone())];
+    if device.is_none() {
+        let root_fs = devices
+            .iter()
+            .find(|d| d.report.name == root)
+            .and_then(|d| d.fs.clone());
+        if let Some(fs) = root_fs.filter(|fs| linux::is_linux_root(fs.as_ref())) {
+            for mp in linux_mounts(fs, &devices, &root, &mut findings).1 {
+                let (Some(name), Ok(at)) = (mp.device, GuestPath::parse(mp.path.as_bytes())) else {
+                    continue;
+                };
+                let readable_fs = devices
+                    .iter()
+                    .any(|d| d.report.name == name && d.fs.is_some());
+                if !at.is_root() && readable_fs && ro.mountpoints().any(|p| *p == at) {
+                    wanted.push((at, name));
+                }
+            }
+        }
+    }
+    // The read-only backends must not outlive this point: the writers below own the devices.
+    drop(ro);
+    drop(devices);
+    let mut opened: Vec<(String, Arc<dyn FsWrite>)> = Vec::new();
+    let mut open = |name: &str| -> Result<Arc<dyn FsWrite>, Error> {
+        if let Some((_, fs)) = opened.iter().find(|(n, _)| n == name) {
+            return Ok(fs.clone());
+        }
+        let wrap = |source| Error::Write {
+            device: name.to_owned(),
+            source,
+        };
+        let wdev = writable_device(&dev, table.as_ref(), name).map_err(wrap)?;
+        let fs = guestfs::open_rw(wdev, opts).map_err(wrap)?;
+        opened.push((name.to_owned(), fs.clone()));
+        Ok(fs)
+    };
+    let mut fs = MountsRw::new(open(&root)?);
+    for (at, name) in wanted.iter().skip(1) {
+        fs.mount(at.clone(), open(name)?);
+    }
+    Ok(GuestViewRw {
         root,
-        fs: mounts,
+        fs,
+        mounted: wanted,
         devices: readable,
     })
+}
+
+/// The writable block device behind a device name of [`scan_devices`].
+fn writable_device(
+    dev: &Arc<dyn disk::BlockWrite>,
+    table: Option<&PartitionTable>,
+    name: &str,
+) -> Result<Arc<dyn disk::BlockWrite>, guestfs::Error> {
+    if name == DISK_NAME {
+        return Ok(dev.clone());
+    }
+    let part = name
+        .strip_prefix(DISK_NAME)
+        .and_then(|n| n.parse::<u32>().ok())
+        .and_then(|n| {
+            table?
+                .partitions
+                .iter()
+                .find(|p| p.number == n && !p.is_extended())
+        });
+    match part {
+        Some(p) => Ok(Arc::new(disk::Slice::new(dev.clone(), p.start, p.len)?)),
+        None => Err(guestfs::Error::unsupported(
+            "filesystem writing",
+            format!("{name} is not a partition of this disk (LVM volumes are not written yet)"),
+        )),
+    }
 }
 
 fn blank_report(name: String, size: u64) -> DeviceReport {
