@@ -1,4 +1,5 @@
-//! Links libext2fs and libcom_err (Debian: `libext2fs-dev`, `comerr-dev`) through pkg-config.
+//! Links libext2fs, libcom_err and libntfs-3g (Debian: `libext2fs-dev`, `comerr-dev`,
+//! `ntfs-3g-dev`) through pkg-config.
 
 fn main() {
     // 1.46 is the first release whose ext2fs_link adds entries to htree directories itself.
@@ -10,5 +11,8 @@ fn main() {
     }
     if let Err(e) = pkg_config::probe_library("com_err") {
         panic!("libcom_err not found via pkg-config (install comerr-dev): {e}");
+    }
+    if let Err(e) = pkg_config::probe_library("libntfs-3g") {
+        panic!("libntfs-3g not found via pkg-config (install ntfs-3g-dev): {e}");
     }
 }

@@ -12,6 +12,12 @@ pub enum Refusal {
     ErrorsRecorded,
     /// Inodes deleted while open still wait on the orphan list or in the orphan file.
     OrphansPending,
+    /// Windows is hibernated or was shut down with Fast Startup: its memory image still holds
+    /// this NTFS volume's metadata (never overridden: writing would lose data either way).
+    NtfsHibernated,
+    /// The NTFS `$LogFile` holds changes not yet applied (Windows crashed or lost power; never
+    /// overridden: resetting the log would drop them).
+    NtfsLogFileUnclean,
 }
 
 impl std::fmt::Display for Refusal {
@@ -27,8 +33,24 @@ impl std::fmt::Display for Refusal {
             Self::OrphansPending => {
                 "the filesystem has pending orphan inodes (run e2fsck or mount it once)"
             }
+            Self::NtfsHibernated => {
+                "windows is hibernated or was shut down with fast startup (boot it and shut it down fully: shutdown /s /t 0, or disable fast startup with powercfg /h off)"
+            }
+            Self::NtfsLogFileUnclean => {
+                "the ntfs $LogFile is not clean (boot windows and shut it down cleanly, or run chkdsk /f)"
+            }
         })
     }
+}
+
+/// `strerror` text of `errno`, lowercase and without the "(os error N)" suffix.
+fn errno_text(errno: i32) -> String {
+    let text = std::io::Error::from_raw_os_error(errno).to_string();
+    let text = text.split(" (os error").next().unwrap_or_default();
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map_or_else(String::new, |c| c.to_lowercase().chain(chars).collect())
 }
 
 /// Errors of this crate.
@@ -107,6 +129,14 @@ pub enum Error {
     /// A bad argument (path syntax, names).
     #[error("{0}")]
     Usage(String),
+    /// libntfs-3g reported an error.
+    #[error("{op}: {} (libntfs-3g errno {errno})", errno_text(*errno))]
+    Ntfs3g {
+        /// The operation and its path.
+        op: String,
+        /// The `errno` libntfs-3g set.
+        errno: i32,
+    },
     /// libext2fs reported an error.
     #[error("{op}: {message} (libext2fs error {code})")]
     Ext2 {

@@ -6,6 +6,7 @@
 //! carries a `// SAFETY:` note, no Rust panic unwinds into C, and everything public is safe.
 //!
 //! - [`ext2fs`]: ext2/3/4 through libext2fs (e2fsprogs ≥ 1.46).
+//! - [`ntfs3g`]: NTFS through libntfs-3g (2022.10.3).
 //!
 //! `DESIGN.md` explains the I/O manager, the refusals and the libext2fs 1.47.2 bugs avoided.
 //!
@@ -33,5 +34,6 @@
 
 pub mod error;
 pub mod ext2fs;
+pub mod ntfs3g;
 
 pub use error::{Error, Refusal, Result};
