@@ -1,5 +1,9 @@
 //! Fuzz harness bodies (house style S17): plain functions that must never panic.
 
+pub use crate::fixers::initramfs::fuzzing::{
+    fuzz_cpio, fuzz_initramfs, fuzz_kmod_index, fuzz_modinfo,
+};
+
 /// Parses `data` as a recipe (lossy UTF-8) and lints it.
 pub fn fuzz_recipe(data: &[u8]) {
     let text = String::from_utf8_lossy(data);

@@ -9,6 +9,7 @@ use crate::{Change, Result};
 mod block_devices;
 mod caches;
 mod console;
+pub mod initramfs;
 mod network;
 
 pub use network::NetPolicy;
@@ -311,6 +312,7 @@ static REGISTRY: &[&dyn Fixer] = &[
     &network::Network,
     &console::Console,
     &caches::Caches,
+    &initramfs::Initramfs,
 ];
 
 /// Every fixer, in a stable order.
