@@ -417,14 +417,6 @@ fn host_modules_resolve_through_our_indexes() {
     let img = container::split(&img_bytes).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     extract(&img, tmp.path());
-    if std::env::var("REHOST_KEEP").is_ok() {
-        std::fs::write("/tmp/rehost-img", &img_bytes).unwrap();
-        let _ = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(tmp.path())
-            .arg("/tmp/rehost-tree")
-            .status();
-    }
     let show = |m: &str| {
         std::process::Command::new("modprobe")
             .arg("-d")
