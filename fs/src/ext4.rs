@@ -49,6 +49,9 @@ use crate::{
     Metadata, Result,
 };
 
+mod write;
+pub use write::Ext4Rw;
+
 /// Byte offset of the primary superblock (ext4 disk layout, "The Super Block": the first 1024
 /// bytes are left for boot code).
 pub const SUPERBLOCK_OFFSET: u64 = 1024;

@@ -39,10 +39,9 @@ pub fn open_rw_kind(
         FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => {
             Ok(Arc::new(crate::fat::FatFs::open_rw(dev, opts)?))
         }
-        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => Err(Error::unsupported(
-            "filesystem writing",
-            "ext2/3/4 writer not wired yet",
-        )),
+        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => {
+            Ok(Arc::new(crate::ext4::Ext4Rw::open(dev, opts)?))
+        }
         FsKind::Ntfs => Err(Error::unsupported(
             "filesystem writing",
             "ntfs writer not wired yet",

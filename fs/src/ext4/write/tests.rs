@@ -1,0 +1,998 @@
+//! Tests of the ext2/3/4 writer: random operation sequences through [`FsWrite`] against a model,
+//! on fresh `mke2fs` images in several configurations and on the ext4 roots of builder images;
+//! each run ends with `e2fsck -fn` and a byte-for-byte comparison of the model with what the
+//! independent e2fsprogs tools (`debugfs rdump`, `ls -p`, `ea_list`, `ea_get`) read back.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use disk::open::Access;
+use disk::raw::RawFile;
+
+use super::*;
+use crate::FsReadExt;
+use crate::fuzzing::testutil::{Rng, need};
+
+const TOOLS: &[&str] = &["mke2fs", "e2fsck", "debugfs"];
+
+fn gp(s: &str) -> GuestPath {
+    GuestPath::parse(s.as_bytes()).expect("test path")
+}
+
+/// Where a filesystem lives for the e2fsprogs tools: an image file, and the byte offset of the
+/// filesystem in it (unix_io's `?offset=` option).
+#[derive(Clone)]
+struct Target {
+    img: PathBuf,
+    offset: u64,
+}
+
+impl Target {
+    fn spec(&self) -> String {
+        if self.offset == 0 {
+            self.img.display().to_string()
+        } else {
+            format!("{}?offset={}", self.img.display(), self.offset)
+        }
+    }
+
+    fn e2fsck_clean(&self) {
+        let out = Command::new("e2fsck")
+            .arg("-fn")
+            .arg(self.spec())
+            .output()
+            .expect("run e2fsck");
+        assert!(
+            out.status.success(),
+            "e2fsck -fn {} exited {:?}:\n{}\n{}",
+            self.spec(),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs `requests` in one debugfs process; returns each request's output.
+    fn debugfs(&self, requests: &[String]) -> Vec<Vec<u8>> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cmds = dir.path().join("cmds");
+        std::fs::write(&cmds, requests.join("\n") + "\n").expect("write debugfs script");
+        let out = Command::new("debugfs")
+            .arg("-f")
+            .arg(&cmds)
+            .arg(self.spec())
+            .output()
+            .expect("run debugfs");
+        assert!(out.status.success(), "debugfs -f failed");
+        // Each request is echoed as "debugfs: REQUEST\n" before its output.
+        let mut outputs: Vec<Vec<u8>> = Vec::new();
+        let mut rest = out.stdout.as_slice();
+        for r in requests {
+            let marker = format!("debugfs: {r}\n");
+            let at = find(rest, marker.as_bytes()).unwrap_or_else(|| panic!("no echo of {r}"));
+            if let Some(prev) = outputs.last_mut() {
+                prev.extend_from_slice(&rest[..at]);
+            }
+            rest = &rest[at + marker.len()..];
+            outputs.push(Vec::new());
+        }
+        if let Some(last) = outputs.last_mut() {
+            last.extend_from_slice(rest);
+        }
+        outputs
+    }
+
+    /// Opens the filesystem for writing through the generic entry point.
+    fn open(&self, len: u64) -> Arc<dyn FsWrite> {
+        let raw: Arc<dyn BlockWrite> =
+            Arc::new(RawFile::open(&self.img, Access::ReadWrite).expect("open image"));
+        let dev: Arc<dyn BlockWrite> = if self.offset == 0 {
+            raw
+        } else {
+            Arc::new(disk::Slice::new(raw, self.offset, len).expect("partition slice"))
+        };
+        crate::open_rw(dev, WriteOptions::new()).expect("open ext for writing")
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A fresh image made by `mke2fs -t FS_TYPE -b BLOCK [-O FEATURES] [-I INODE_SIZE]`.
+fn mkfs(dir: &Path, name: &str, fs_type: &str, block: u32, features: &str, mib: u64) -> Target {
+    let img = dir.join(name);
+    let f = std::fs::File::create(&img).expect("create image");
+    f.set_len(mib << 20).expect("size image");
+    drop(f);
+    let mut cmd = Command::new("mke2fs");
+    cmd.args(["-q", "-F", "-t", fs_type, "-b", &block.to_string()]);
+    cmd.args(["-E", "root_owner=0:0"]);
+    if !features.is_empty() {
+        cmd.args(["-O", features]);
+    }
+    let out = cmd.arg(&img).output().expect("run mke2fs");
+    assert!(
+        out.status.success(),
+        "mke2fs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Target { img, offset: 0 }
+}
+
+// ----- the model ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kind {
+    File(Vec<u8>),
+    Dir,
+    Link(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Node {
+    kind: Kind,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    xattrs: BTreeMap<String, Vec<u8>>,
+}
+
+impl Node {
+    /// `i_mode` as `ls -p` prints it.
+    fn i_mode(&self) -> u32 {
+        match self.kind {
+            Kind::File(_) => 0o100_000 | self.mode,
+            Kind::Dir => 0o040_000 | self.mode,
+            Kind::Link(_) => 0o120_777,
+        }
+    }
+}
+
+/// Every entry below the run's base directory, by absolute path (the base itself excluded).
+#[derive(Default)]
+struct Model {
+    nodes: BTreeMap<String, Node>,
+}
+
+fn parent(p: &str) -> &str {
+    match p.rfind('/') {
+        Some(0) => "/",
+        Some(i) => &p[..i],
+        None => "/",
+    }
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir == "/" {
+        format!("/{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+impl Model {
+    fn children(&self, dir: &str) -> BTreeMap<String, &Node> {
+        self.nodes
+            .iter()
+            .filter(|(p, _)| parent(p) == dir)
+            .map(|(p, n)| (p.rsplit('/').next().unwrap_or_default().to_string(), n))
+            .collect()
+    }
+
+    fn paths(&self, pred: impl Fn(&str, &Node) -> bool) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|(p, n)| pred(p, n))
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
+    /// Moves `from` and everything below it to `to`.
+    fn rename(&mut self, from: &str, to: &str) {
+        let prefix = format!("{from}/");
+        let moved: Vec<String> = self
+            .nodes
+            .keys()
+            .filter(|k| *k == from || k.starts_with(&prefix))
+            .cloned()
+            .collect();
+        for k in moved {
+            let n = self.nodes.remove(&k).expect("listed");
+            let nk = format!("{to}{}", &k[from.len()..]);
+            self.nodes.insert(nk, n);
+        }
+    }
+}
+
+fn pick<'a>(rng: &mut Rng, v: &'a [String]) -> Option<&'a String> {
+    if v.is_empty() {
+        None
+    } else {
+        v.get(usize::try_from(rng.below(v.len() as u64)).unwrap_or(0))
+    }
+}
+
+fn below(rng: &mut Rng, n: usize) -> usize {
+    usize::try_from(rng.below(n as u64)).unwrap_or(0)
+}
+
+/// Printable bytes (so debugfs prints xattr values raw), length `n`.
+fn text(rng: &mut Rng, n: usize) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789_:.-";
+    (0..n)
+        .map(|_| ALPHABET[below(rng, ALPHABET.len())])
+        .collect()
+}
+
+/// File contents: random bytes with runs of zeros, so some blocks compress and some do not.
+fn content(rng: &mut Rng, n: usize) -> Vec<u8> {
+    let mut v = rng.bytes(n);
+    if n > 0 && rng.below(2) == 0 {
+        let at = below(rng, n);
+        let len = below(rng, n - at);
+        v[at..at + len].fill(0);
+    }
+    v
+}
+
+const MODES: &[u32] = &[0o644, 0o600, 0o755, 0o4755, 0o1777, 0o000];
+const XATTR_NAMES: &[&str] = &["user.a", "user.bb", "security.selinux", "trusted.t"];
+const LABEL: &[u8] = b"system_u:object_r:etc_t:s0\0";
+
+fn owner(rng: &mut Rng) -> (u32, u32) {
+    match rng.below(3) {
+        0 => (0, 0),
+        1 => (1000, 1000),
+        _ => (70_000 + u32::try_from(rng.below(10)).unwrap_or(0), 5),
+    }
+}
+
+/// A random operation sequence against `fs` below `base` (an existing directory, empty).
+struct Run<'a> {
+    fs: &'a dyn FsWrite,
+    rng: Rng,
+    model: Model,
+    base: String,
+    next: u32,
+}
+
+impl Run<'_> {
+    fn choose(&mut self, v: Vec<String>) -> Option<String> {
+        pick(&mut self.rng, &v).cloned()
+    }
+
+    fn name(&mut self, prefix: &str) -> String {
+        self.next += 1;
+        format!("{prefix}{}", self.next)
+    }
+
+    fn dirs(&self) -> Vec<String> {
+        let mut v = self
+            .model
+            .paths(|p, n| n.kind == Kind::Dir && !p.contains("/big"));
+        v.push(self.base.clone());
+        v
+    }
+
+    fn files(&self) -> Vec<String> {
+        self.model
+            .paths(|p, n| matches!(n.kind, Kind::File(_)) && !p.contains("/big"))
+    }
+
+    fn any(&self) -> Vec<String> {
+        self.model.paths(|p, _| !p.contains("/big"))
+    }
+
+    fn attrs(&mut self, dir: bool) -> (NewFileAttrs, Node) {
+        let mode = if dir {
+            [0o755, 0o700, 0o1777][below(&mut self.rng, 3)]
+        } else {
+            MODES[below(&mut self.rng, MODES.len())]
+        };
+        let (uid, gid) = owner(&mut self.rng);
+        let mut a = NewFileAttrs::with_mode(mode).owner(uid, gid);
+        let mut xattrs = BTreeMap::new();
+        if self.rng.below(3) == 0 {
+            a = a.xattr(b"security.selinux", LABEL);
+            xattrs.insert("security.selinux".to_string(), LABEL.to_vec());
+        }
+        let node = Node {
+            kind: Kind::Dir,
+            mode,
+            uid,
+            gid,
+            xattrs,
+        };
+        (a, node)
+    }
+
+    fn create_file(&mut self, dir: &str, len: usize) {
+        let p = join(dir, &self.name("f"));
+        let data = content(&mut self.rng, len);
+        let (a, mut node) = self.attrs(false);
+        self.fs
+            .write_file(&gp(&p), &data, &a)
+            .unwrap_or_else(|e| panic!("create {p}: {e}"));
+        node.kind = Kind::File(data);
+        self.model.nodes.insert(p, node);
+    }
+
+    fn file_data(&mut self, p: &str) -> &mut Vec<u8> {
+        match &mut self.model.nodes.get_mut(p).expect("in model").kind {
+            Kind::File(d) => d,
+            _ => panic!("{p} is not a file"),
+        }
+    }
+
+    /// Checks what the filesystem reads for `p` against the model (reads see writes).
+    fn verify(&mut self, p: &str) {
+        let node = self.model.nodes.get(p).expect("in model").clone();
+        let md = self.fs.lstat(&gp(p)).expect("lstat");
+        assert_eq!((md.uid, md.gid), (node.uid, node.gid), "{p} owner");
+        match &node.kind {
+            Kind::File(d) => {
+                assert_eq!(md.file_type, FileType::Regular, "{p}");
+                assert_eq!(md.mode, node.mode, "{p} mode");
+                assert_eq!(md.size, d.len() as u64, "{p} size");
+                let off = below(&mut self.rng, d.len() + 10);
+                let mut buf = vec![0u8; below(&mut self.rng, 70_000) + 1];
+                let n = self
+                    .fs
+                    .read_at(&gp(p), off as u64, &mut buf)
+                    .expect("read_at");
+                let want = d.get(off..).unwrap_or_default();
+                let want = &want[..want.len().min(buf.len())];
+                assert_eq!(n, want.len(), "{p} read_at {off} length");
+                assert!(&buf[..n] == want, "{p} read_at {off} bytes");
+            }
+            Kind::Dir => {
+                assert_eq!(md.file_type, FileType::Directory, "{p}");
+                assert_eq!(md.mode, node.mode, "{p} mode");
+                let listed: BTreeMap<String, FileType> = self
+                    .fs
+                    .read_dir(&gp(p))
+                    .expect("read_dir")
+                    .into_iter()
+                    .map(|e| (String::from_utf8(e.name).expect("utf-8"), e.file_type))
+                    .collect();
+                let want: BTreeMap<String, FileType> = self
+                    .model
+                    .children(p)
+                    .into_iter()
+                    .map(|(n, node)| {
+                        let t = match node.kind {
+                            Kind::File(_) => FileType::Regular,
+                            Kind::Dir => FileType::Directory,
+                            Kind::Link(_) => FileType::Symlink,
+                        };
+                        (n, t)
+                    })
+                    .collect();
+                assert_eq!(listed, want, "{p} listing");
+            }
+            Kind::Link(t) => {
+                assert_eq!(md.file_type, FileType::Symlink, "{p}");
+                assert_eq!(self.fs.read_link(&gp(p)).expect("readlink"), t.as_bytes());
+            }
+        }
+        let names: Vec<String> = self
+            .fs
+            .list_xattrs(&gp(p))
+            .expect("list xattrs")
+            .into_iter()
+            .map(|n| String::from_utf8(n).expect("utf-8"))
+            .collect();
+        assert_eq!(
+            names,
+            node.xattrs.keys().cloned().collect::<Vec<_>>(),
+            "{p} xattr names"
+        );
+        for (k, v) in &node.xattrs {
+            assert_eq!(
+                self.fs.get_xattr(&gp(p), k.as_bytes()).expect("get"),
+                Some(v.clone()),
+                "{p} {k}"
+            );
+        }
+    }
+
+    /// One random operation.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one arm per operation reads best as a table"
+    )]
+    fn step(&mut self) {
+        let fs = self.fs;
+        match self.rng.below(20) {
+            0 | 1 => {
+                let dir = self.choose(self.dirs()).expect("base");
+                let len = match self.rng.below(10) {
+                    0 => 0,
+                    1 => below(&mut self.rng, 300_000),
+                    _ => below(&mut self.rng, 9000),
+                };
+                self.create_file(&dir, len);
+            }
+            2 => {
+                // Overwrite: contents change; inode, owner, mode and labels stay.
+                let Some(p) = self.choose(self.files()) else {
+                    return;
+                };
+                let before = fs.lstat(&gp(&p)).expect("lstat");
+                let len = below(&mut self.rng, 20_000);
+                let data = content(&mut self.rng, len);
+                let other = NewFileAttrs::with_mode(0o777)
+                    .owner(4242, 4242)
+                    .xattr(b"user.ignored", b"x");
+                fs.write_file(&gp(&p), &data, &other).expect("overwrite");
+                let after = fs.lstat(&gp(&p)).expect("lstat");
+                assert_eq!(
+                    (after.ino, after.mode, after.uid, after.gid),
+                    (before.ino, before.mode, before.uid, before.gid),
+                    "{p}: overwrite changed identity"
+                );
+                *self.file_data(&p) = data;
+            }
+            3 | 4 => {
+                // write_at inside, across or past the end (a gap reads as zeros).
+                let Some(p) = self.choose(self.files()) else {
+                    return;
+                };
+                let size = self.file_data(&p).len();
+                let off = below(&mut self.rng, size + 9000);
+                let len = below(&mut self.rng, 12_000) + 1;
+                let data = content(&mut self.rng, len);
+                fs.write_at(&gp(&p), off as u64, &data).expect("write_at");
+                let d = self.file_data(&p);
+                if d.len() < off + len {
+                    d.resize(off + len, 0);
+                }
+                d[off..off + len].copy_from_slice(&data);
+            }
+            5 => {
+                let Some(p) = self.choose(self.files()) else {
+                    return;
+                };
+                let size = self.file_data(&p).len();
+                let len = if self.rng.below(2) == 0 {
+                    below(&mut self.rng, size + 1)
+                } else {
+                    size + below(&mut self.rng, 20_000)
+                };
+                fs.truncate(&gp(&p), len as u64).expect("truncate");
+                self.file_data(&p).resize(len, 0);
+            }
+            6 => {
+                let Some(p) = self.choose(self.files()) else {
+                    return;
+                };
+                let len = below(&mut self.rng, 5000);
+                let data = content(&mut self.rng, len);
+                let new_size = fs.append(&gp(&p), &data).expect("append");
+                let d = self.file_data(&p);
+                d.extend_from_slice(&data);
+                assert_eq!(new_size, d.len() as u64);
+            }
+            7 => {
+                let dir = self.choose(self.dirs()).expect("base");
+                let p = join(&dir, &self.name("d"));
+                let (a, node) = self.attrs(true);
+                fs.mkdir(&gp(&p), &a).expect("mkdir");
+                assert!(matches!(
+                    fs.mkdir(&gp(&p), &a),
+                    Err(Error::AlreadyExists { .. })
+                ));
+                self.model.nodes.insert(p, node);
+            }
+            8 => {
+                let dir = self.choose(self.dirs()).expect("base");
+                let p = join(&dir, &self.name("l"));
+                let len = if self.rng.below(2) == 0 {
+                    below(&mut self.rng, 50) + 1
+                } else {
+                    below(&mut self.rng, 400) + 60
+                };
+                let target = String::from_utf8(text(&mut self.rng, len)).expect("ascii");
+                let (a, mut node) = self.attrs(false);
+                fs.symlink(&gp(&p), target.as_bytes(), &a).expect("symlink");
+                node.kind = Kind::Link(target);
+                node.mode = 0o777;
+                self.model.nodes.insert(p, node);
+            }
+            9 => {
+                let cands = self
+                    .model
+                    .paths(|p, n| n.kind != Kind::Dir && !p.contains("/big"));
+                let Some(p) = self.choose(cands) else {
+                    return;
+                };
+                fs.unlink(&gp(&p)).expect("unlink");
+                self.model.nodes.remove(&p);
+                if let Some(d) = self
+                    .choose(self.model.paths(|_, n| n.kind == Kind::Dir))
+                    .as_ref()
+                {
+                    assert!(matches!(fs.unlink(&gp(d)), Err(Error::IsADirectory { .. })));
+                }
+            }
+            10 => {
+                let cands = self
+                    .model
+                    .paths(|p, n| n.kind == Kind::Dir && !p.ends_with("/big"));
+                let Some(p) = self.choose(cands) else {
+                    return;
+                };
+                if self.model.children(&p).is_empty() {
+                    fs.rmdir(&gp(&p)).expect("rmdir");
+                    self.model.nodes.remove(&p);
+                } else {
+                    assert!(
+                        matches!(fs.rmdir(&gp(&p)), Err(Error::NotEmpty { .. })),
+                        "{p}"
+                    );
+                }
+                if let Some(f) = self.choose(self.files()).as_ref() {
+                    assert!(matches!(fs.rmdir(&gp(f)), Err(Error::NotADirectory { .. })));
+                }
+            }
+            11 | 12 => self.rename(),
+            13 => {
+                let cands = self
+                    .model
+                    .paths(|p, n| !matches!(n.kind, Kind::Link(_)) && !p.contains("/big"));
+                let Some(p) = self.choose(cands) else {
+                    return;
+                };
+                let mode = MODES[below(&mut self.rng, MODES.len())];
+                fs.set_mode(&gp(&p), mode).expect("chmod");
+                self.model.nodes.get_mut(&p).expect("in model").mode = mode;
+            }
+            14 => {
+                let Some(p) = self.choose(self.any()) else {
+                    return;
+                };
+                let (uid, gid) = owner(&mut self.rng);
+                fs.set_owner(&gp(&p), uid, gid).expect("chown");
+                let n = self.model.nodes.get_mut(&p).expect("in model");
+                (n.uid, n.gid) = (uid, gid);
+            }
+            15 => {
+                let Some(p) = self.choose(self.any()) else {
+                    return;
+                };
+                let name = XATTR_NAMES[below(&mut self.rng, XATTR_NAMES.len())];
+                let len = below(&mut self.rng, 120);
+                let value = text(&mut self.rng, len);
+                fs.set_xattr(&gp(&p), name.as_bytes(), &value)
+                    .expect("set xattr");
+                self.model
+                    .nodes
+                    .get_mut(&p)
+                    .expect("in model")
+                    .xattrs
+                    .insert(name.to_string(), value);
+            }
+            16 => {
+                let Some(p) = self.choose(self.any()) else {
+                    return;
+                };
+                let name = XATTR_NAMES[below(&mut self.rng, XATTR_NAMES.len())];
+                let had = self
+                    .model
+                    .nodes
+                    .get_mut(&p)
+                    .expect("in model")
+                    .xattrs
+                    .remove(name)
+                    .is_some();
+                let r = fs.remove_xattr(&gp(&p), name.as_bytes());
+                if had {
+                    r.expect("remove xattr");
+                } else {
+                    assert!(matches!(r, Err(Error::NotFound { .. })), "{r:?}");
+                }
+            }
+            17 => {
+                let Some(p) = self.choose(self.files()) else {
+                    return;
+                };
+                let t = 1_500_000_000 + i64::try_from(self.rng.below(1 << 28)).unwrap_or(0);
+                fs.set_times(
+                    &gp(&p),
+                    &Times {
+                        atime: None,
+                        mtime: Some(t),
+                    },
+                )
+                .expect("set times");
+                assert_eq!(fs.lstat(&gp(&p)).expect("lstat").mtime, t);
+            }
+            _ => {
+                let Some(p) = self.choose(self.any()) else {
+                    return;
+                };
+                self.verify(&p);
+                let base = self.base.clone();
+                self.verify_dir(&base);
+            }
+        }
+    }
+
+    fn verify_dir(&mut self, p: &str) {
+        if p == self.base {
+            let listed: BTreeSet<Vec<u8>> = self
+                .fs
+                .read_dir(&gp(p))
+                .expect("read_dir")
+                .into_iter()
+                .map(|e| e.name)
+                .filter(|n| n != b"lost+found")
+                .collect();
+            let want: BTreeSet<Vec<u8>> = self
+                .model
+                .children(p)
+                .into_keys()
+                .map(String::into_bytes)
+                .collect();
+            assert_eq!(listed, want, "{p} listing");
+        } else {
+            self.verify(p);
+        }
+    }
+
+    fn rename(&mut self) {
+        let fs = self.fs;
+        let Some(from) = self.choose(self.any()) else {
+            return;
+        };
+        let is_dir = self.model.nodes[&from].kind == Kind::Dir;
+        let replace = !is_dir && self.rng.below(3) == 0;
+        let to = if replace {
+            let cands: Vec<String> = self
+                .model
+                .paths(|p, n| n.kind != Kind::Dir && !p.contains("/big") && p != from);
+            match self.choose(cands).as_ref() {
+                Some(t) => t.clone(),
+                None => return,
+            }
+        } else {
+            let dir = self.choose(self.dirs()).expect("base");
+            join(&dir, &self.name("r"))
+        };
+        if is_dir && to.starts_with(&format!("{from}/")) {
+            assert!(
+                matches!(
+                    fs.rename(&gp(&from), &gp(&to)),
+                    Err(Error::InvalidPath { .. })
+                ),
+                "{from} -> {to}"
+            );
+            return;
+        }
+        fs.rename(&gp(&from), &gp(&to))
+            .unwrap_or_else(|e| panic!("rename {from} -> {to}: {e}"));
+        self.model.nodes.remove(&to);
+        self.model.rename(&from, &to);
+    }
+}
+
+// ----- checking the result with e2fsprogs ----------------------------------------------------
+
+/// Compares the model with what e2fsprogs reads: contents through `rdump`, types, modes and
+/// owners through `ls -p`, xattrs through `ea_list` and `ea_get`.
+fn check_with_debugfs(t: &Target, base: &str, model: &Model) {
+    // Contents.
+    let out = tempfile::tempdir().expect("tempdir");
+    let dump = out.path().join("dump");
+    std::fs::create_dir(&dump).expect("mkdir");
+    t.debugfs(&[format!("rdump {base} {}", dump.display())]);
+    let top = dump.join(base.rsplit('/').next().expect("base name"));
+    let mut seen = BTreeMap::new();
+    walk(&top, base, &mut seen);
+    seen.remove(&join(base, "lost+found"));
+    let want: BTreeMap<String, Kind> = model
+        .nodes
+        .iter()
+        .map(|(p, n)| (p.clone(), n.kind.clone()))
+        .collect();
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "paths"
+    );
+    for (p, k) in &want {
+        assert!(seen[p] == *k, "{p}: contents differ");
+    }
+    // Types, modes, owners.
+    let mut dirs: Vec<String> = model.paths(|_, n| n.kind == Kind::Dir);
+    dirs.push(base.to_string());
+    let reqs: Vec<String> = dirs.iter().map(|d| format!("ls -p {d}")).collect();
+    for (d, text) in dirs.iter().zip(t.debugfs(&reqs)) {
+        let text = String::from_utf8(text).expect("utf-8 listing");
+        let mut listed = BTreeMap::new();
+        for line in text.lines().filter(|l| l.starts_with('/')) {
+            // /ino/mode/uid/gid/name/size/
+            let f: Vec<&str> = line.split('/').collect();
+            let (name, ino) = (f[5], f[1]);
+            if ino == "0" || name == "." || name == ".." || name == "lost+found" {
+                continue;
+            }
+            let mode = u32::from_str_radix(f[2], 8).expect("octal mode");
+            let uid: u32 = f[3].parse().expect("uid");
+            let gid: u32 = f[4].parse().expect("gid");
+            listed.insert(name.to_string(), (mode, uid, gid));
+        }
+        let want: BTreeMap<String, (u32, u32, u32)> = model
+            .children(d)
+            .into_iter()
+            .map(|(n, node)| (n, (node.i_mode(), node.uid, node.gid)))
+            .collect();
+        assert_eq!(listed, want, "ls -p {d}");
+    }
+    // Xattrs (the big directory's empty files have none; skip them to keep this quick).
+    let labelled: Vec<&String> = model
+        .nodes
+        .keys()
+        .filter(|p| !p.contains("/big/"))
+        .collect();
+    let reqs: Vec<String> = labelled.iter().map(|p| format!("ea_list {p}")).collect();
+    let mut gets = Vec::new();
+    for (p, text) in labelled.iter().zip(t.debugfs(&reqs)) {
+        let text = String::from_utf8_lossy(&text).into_owned();
+        let mut names: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("  "))
+            .filter_map(|l| l.split(" (").next())
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        let node = &model.nodes[*p];
+        assert_eq!(
+            names,
+            node.xattrs.keys().cloned().collect::<Vec<_>>(),
+            "ea_list {p}"
+        );
+        for (k, v) in &node.xattrs {
+            gets.push((format!("ea_get -V {p} {k}"), v.clone()));
+        }
+    }
+    let reqs: Vec<String> = gets.iter().map(|(r, _)| r.clone()).collect();
+    for ((r, v), mut got) in gets.iter().zip(t.debugfs(&reqs)) {
+        assert_eq!(got.pop(), Some(b'\n'), "{r} ends with a newline");
+        assert_eq!(got, *v, "{r}");
+    }
+}
+
+fn walk(dir: &Path, guest: &str, out: &mut BTreeMap<String, Kind>) {
+    for e in std::fs::read_dir(dir).expect("read dump dir") {
+        let e = e.expect("entry");
+        let name = e.file_name().into_string().expect("utf-8 name");
+        let g = join(guest, &name);
+        let ft = e.file_type().expect("type");
+        if ft.is_symlink() {
+            let t = std::fs::read_link(e.path()).expect("readlink");
+            out.insert(g, Kind::Link(t.to_string_lossy().into_owned()));
+        } else if ft.is_dir() {
+            out.insert(g.clone(), Kind::Dir);
+            walk(&e.path(), &g, out);
+        } else {
+            out.insert(g, Kind::File(std::fs::read(e.path()).expect("read")));
+        }
+    }
+}
+
+// ----- the runs ------------------------------------------------------------------------------
+
+/// Extras of a run beyond the random operations.
+#[derive(Clone, Copy, Default)]
+struct Extras {
+    /// Entries in `/big` (an htree directory when `dir_index` is on).
+    big_dir: usize,
+    /// Bytes of one large file.
+    big_file: usize,
+}
+
+fn random_run(t: &Target, len: u64, base: &str, seed: u64, ops: usize, extras: Extras) {
+    let fs = t.open(len);
+    if !fs.exists(base.as_bytes()).expect("stat base") {
+        fs.mkdir(&gp(base), &NewFileAttrs::dir())
+            .expect("mkdir base");
+    }
+    let mut run = Run {
+        fs: &*fs,
+        rng: Rng(seed),
+        model: Model::default(),
+        base: base.to_string(),
+        next: 0,
+    };
+    if extras.big_dir > 0 {
+        let big = join(base, "big");
+        fs.mkdir(&gp(&big), &NewFileAttrs::dir())
+            .expect("mkdir big");
+        run.model.nodes.insert(
+            big.clone(),
+            Node {
+                kind: Kind::Dir,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                xattrs: BTreeMap::new(),
+            },
+        );
+        for i in 0..extras.big_dir {
+            let p = format!("{big}/entry-with-a-longer-name-{i:05}");
+            fs.write_file(&gp(&p), b"", &NewFileAttrs::file())
+                .expect("populate big dir");
+            run.model.nodes.insert(
+                p,
+                Node {
+                    kind: Kind::File(Vec::new()),
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                    xattrs: BTreeMap::new(),
+                },
+            );
+        }
+        // Remove every third entry, so the tree has holes, then check the listing.
+        for i in (0..extras.big_dir).step_by(3) {
+            let p = format!("{big}/entry-with-a-longer-name-{i:05}");
+            fs.unlink(&gp(&p)).expect("unlink from big dir");
+            run.model.nodes.remove(&p);
+        }
+        run.verify(&big);
+    }
+    if extras.big_file > 0 {
+        let p = join(base, "large");
+        let data = content(&mut run.rng, extras.big_file);
+        fs.write_file(&gp(&p), &data, &NewFileAttrs::file())
+            .expect("large file");
+        // Rewrite a stretch in the middle, crossing indirect-block boundaries on ext2/3.
+        let patch = content(&mut run.rng, 300_000);
+        fs.write_at(&gp(&p), 5 << 20, &patch).expect("patch large");
+        let mut node = Node {
+            kind: Kind::File(data),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            xattrs: BTreeMap::new(),
+        };
+        if let Kind::File(d) = &mut node.kind {
+            d[5 << 20..(5 << 20) + patch.len()].copy_from_slice(&patch);
+        }
+        run.model.nodes.insert(p.clone(), node);
+        run.verify(&p);
+    }
+    for _ in 0..ops {
+        run.step();
+    }
+    for p in run.any() {
+        run.verify(&p);
+    }
+    // After flush the device holds a consistent filesystem while it is still open.
+    fs.flush().expect("flush");
+    let snap = tempfile::tempdir().expect("tempdir");
+    let copy = Target {
+        img: snap.path().join("flushed.img"),
+        offset: t.offset,
+    };
+    std::fs::copy(&t.img, &copy.img).expect("copy image");
+    copy.e2fsck_clean();
+    drop(copy);
+    drop(snap);
+    let model = std::mem::take(&mut run.model);
+    drop(run);
+    drop(fs);
+    t.e2fsck_clean();
+    check_with_debugfs(t, base, &model);
+}
+
+fn fresh(name: &str, fs_type: &str, block: u32, features: &str, seed: u64, extras: Extras) {
+    if !need(TOOLS) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = mkfs(dir.path(), name, fs_type, block, features, 64);
+    random_run(&t, 64 << 20, "/t", seed, 240, extras);
+}
+
+#[test]
+fn random_ops_ext4_4k_metadata_csum_htree() {
+    fresh(
+        "a.img",
+        "ext4",
+        4096,
+        "metadata_csum,dir_index",
+        1,
+        Extras {
+            big_dir: 3000,
+            big_file: 11 << 20,
+        },
+    );
+}
+
+#[test]
+fn random_ops_ext4_1k_metadata_csum_htree() {
+    fresh(
+        "b.img",
+        "ext4",
+        1024,
+        "metadata_csum,dir_index",
+        2,
+        Extras {
+            big_dir: 3000,
+            big_file: 0,
+        },
+    );
+}
+
+#[test]
+fn random_ops_ext4_4k_no_metadata_csum_no_dir_index() {
+    fresh(
+        "c.img",
+        "ext4",
+        4096,
+        "^metadata_csum,^dir_index",
+        3,
+        Extras {
+            big_dir: 2000,
+            big_file: 0,
+        },
+    );
+}
+
+#[test]
+fn random_ops_ext4_1k_no_metadata_csum() {
+    fresh(
+        "d.img",
+        "ext4",
+        1024,
+        "^metadata_csum,dir_index",
+        4,
+        Extras::default(),
+    );
+}
+
+#[test]
+fn random_ops_ext4_1k_metadata_csum_no_dir_index() {
+    fresh(
+        "e.img",
+        "ext4",
+        1024,
+        "metadata_csum,^dir_index",
+        5,
+        Extras::default(),
+    );
+}
+
+#[test]
+fn random_ops_ext3() {
+    fresh(
+        "f.img",
+        "ext3",
+        4096,
+        "",
+        6,
+        Extras {
+            big_dir: 0,
+            big_file: 11 << 20,
+        },
+    );
+}
+
+#[test]
+fn random_ops_ext2_1k() {
+    fresh(
+        "g.img",
+        "ext2",
+        1024,
+        "",
+        7,
+        Extras {
+            big_dir: 0,
+            big_file: 11 << 20,
+        },
+    );
+}
