@@ -35,6 +35,7 @@ use std::path::PathBuf;
 
 use sha2::Digest as _;
 
+pub use builders::debian12_boot::BootImageFacts;
 pub use cache::{CACHE_ENV, cache_dir};
 pub use error::{Error, Result};
 pub use expected::{
@@ -45,6 +46,17 @@ pub use expected::{
 pub fn names() -> &'static [&'static str] {
     static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
     NAMES.get_or_init(|| builders::BUILDERS.iter().map(|b| b.expected.name).collect())
+}
+
+/// The names of the bootable images (real installs, built as root with network access; kept
+/// out of [`names`] so the all-image tests stay root-free and offline). [`build`] builds them too.
+pub fn boot_images() -> &'static [&'static str] {
+    &[builders::debian12_boot::NAME]
+}
+
+/// The facts boot tests check on bootable image `name`.
+pub fn boot_facts(name: &str) -> Option<&'static BootImageFacts> {
+    (name == builders::debian12_boot::NAME).then_some(&builders::debian12_boot::FACTS)
 }
 
 /// The facts inspection must find on image `name`.
@@ -102,6 +114,9 @@ pub fn key(name: &str) -> Result<String> {
 /// [`Error::UnknownImage`]; [`Error::ToolMissing`]; [`Error::NeedsRoot`] for NTFS images when
 /// not root; [`Error::ToolFailed`] or [`Error::Io`] if a step fails.
 pub fn build(name: &str) -> Result<PathBuf> {
+    if name == builders::debian12_boot::NAME {
+        return builders::debian12_boot::build();
+    }
     // Within one process the key cannot change (sources are compiled in; tools are assumed not
     // to be upgraded mid-run), so later calls skip recomputing it while the file exists.
     static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());

@@ -1,6 +1,7 @@
 //! One module per image (the Windows images share one parametrised module).
 
 pub(crate) mod debian12;
+pub(crate) mod debian12_boot;
 pub(crate) mod linux;
 pub(crate) mod rhel7;
 pub(crate) mod rhel9;
