@@ -4,6 +4,7 @@
 //! and chooses the exit code. Exit codes are a contract: 0 done with no problems, 1 problems found
 //! (for `inspect`: no operating system found), 2 usage or operational error. A broken pipe exits 0.
 
+mod boot_cmd;
 mod drivers_cmd;
 mod fixup_cmd;
 mod gateway;
@@ -63,6 +64,9 @@ enum Command {
     Drivers(drivers_cmd::DriversArgs),
     /// Serve volumes and snapshots over NBD, and manage the volume store.
     Gateway(gateway::GatewayArgs),
+    /// Boot a volume in a local VM and judge whether it really booted (exit 0 booted, 1 not).
+    #[command(long_about = boot_cmd::LONG_ABOUT)]
+    Boot(boot_cmd::BootArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -92,6 +96,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Recipe(args) => recipe_cmd::run(&args),
         Command::Drivers(args) => drivers_cmd::run(&args),
         Command::Gateway(args) => gateway::run(args),
+        Command::Boot(args) => boot_cmd::run(&args),
     }
 }
 
