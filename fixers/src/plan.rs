@@ -274,7 +274,7 @@ pub fn plan(
         {
             return Err(bad(msg));
         }
-        let params = crate::Params::new(fixer, table);
+        let params = crate::Params::new(fixer, table).with_recipe(&recipe.origin);
         let ctx = FixContext {
             fs: &overlay,
             report,

@@ -11,6 +11,7 @@ mod caches;
 mod console;
 pub mod initramfs;
 mod network;
+mod windows;
 
 pub use network::NetPolicy;
 
@@ -145,6 +146,11 @@ pub enum ParamKind {
     KernelToken,
     /// A boolean.
     Bool,
+    /// Free text of at most 4096 bytes without control characters (a host path, a registry
+    /// key or value).
+    Text,
+    /// A list of names, each 1..=64 bytes of `A-Z a-z 0-9 . _ -` (driver names).
+    Names,
 }
 
 /// One parameter a fixer accepts.
@@ -179,6 +185,7 @@ pub trait Fixer: Sync {
 #[derive(Debug, Clone)]
 pub struct Params {
     table: toml::Table,
+    recipe_dir: Option<std::path::PathBuf>,
 }
 
 impl Params {
@@ -194,7 +201,41 @@ impl Params {
             }
         }
         table.extend(given);
-        Self { table }
+        Self {
+            table,
+            recipe_dir: None,
+        }
+    }
+
+    /// Notes the directory of the recipe file the step comes from (for files a step names
+    /// relative to its recipe); shipped and inline recipes have none.
+    #[must_use]
+    pub fn with_recipe(mut self, origin: &crate::Origin) -> Self {
+        if let crate::Origin::User(p) = origin {
+            self.recipe_dir = p.parent().map(std::path::Path::to_path_buf);
+        }
+        self
+    }
+
+    /// The directory of the user recipe file the step comes from.
+    #[must_use]
+    pub fn recipe_dir(&self) -> Option<&std::path::Path> {
+        self.recipe_dir.as_deref()
+    }
+
+    /// A list-of-names parameter (empty if absent).
+    #[must_use]
+    pub fn list(&self, name: &str) -> Vec<String> {
+        self.table
+            .get(name)
+            .and_then(toml::Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(toml::Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// A string parameter ("" if absent).
@@ -290,14 +331,40 @@ pub fn validate_params(fixer: &dyn Fixer, table: &toml::Table) -> Vec<(&'static 
                     ));
                 }
             }
+            (ParamKind::Text, toml::Value::String(s)) => {
+                if s.len() > 4096 || s.chars().any(char::is_control) {
+                    out.push((
+                        "bad-param-value",
+                        format!("{k} is over 4096 bytes or has control characters"),
+                    ));
+                }
+            }
+            (ParamKind::Names, toml::Value::Array(a)) => {
+                let ok = |v: &toml::Value| {
+                    v.as_str().is_some_and(|s| {
+                        (1..=64).contains(&s.len())
+                            && s.bytes().all(|b| {
+                                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
+                            })
+                    })
+                };
+                if a.len() > 256 || !a.iter().all(ok) {
+                    out.push((
+                        "bad-param-value",
+                        format!(
+                            "{k} must be a list of at most 256 names (1..=64 of A-Z a-z 0-9 . _ -)"
+                        ),
+                    ));
+                }
+            }
             (kind, v) => out.push((
                 "bad-param-type",
                 format!(
                     "{k} must be a {}, not a {}",
-                    if kind == ParamKind::Bool {
-                        "boolean"
-                    } else {
-                        "string"
+                    match kind {
+                        ParamKind::Bool => "boolean",
+                        ParamKind::Names => "array",
+                        _ => "string",
                     },
                     v.type_str()
                 ),
@@ -313,6 +380,11 @@ static REGISTRY: &[&dyn Fixer] = &[
     &console::Console,
     &caches::Caches,
     &initramfs::Initramfs,
+    &windows::virtio::VirtioWin,
+    &windows::hypervisor::HypervisorServices,
+    &windows::policy::SanPolicy,
+    &windows::policy::CrashControl,
+    &windows::registry::WindowsRegistry,
 ];
 
 /// Every fixer, in a stable order.
@@ -445,6 +517,7 @@ mod tests {
             for p in f.params() {
                 match p.kind {
                     ParamKind::Bool => assert_eq!(params.bool(p.name).to_string(), p.default),
+                    ParamKind::Names => assert_eq!(format!("{:?}", params.list(p.name)), p.default),
                     _ => assert_eq!(format!("{:?}", params.str(p.name)), p.default),
                 }
             }
