@@ -123,7 +123,7 @@ fn current(fs: &dyn FsRead, p: &GuestPath) -> Result<Option<(FileType, Vec<u8>)>
         Err(e) => return Err(e.into()),
     };
     let data = if md.file_type == FileType::Regular {
-        fs.read_file(&p.to_bytes(), crate::fixers::MAX_FILE_BYTES as u64)?
+        fs.read_file(&p.to_bytes(), crate::fixers::initramfs::MAX_INITRAMFS_BYTES)?
     } else {
         Vec::new()
     };

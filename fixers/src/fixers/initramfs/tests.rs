@@ -266,6 +266,28 @@ fn debian_guest_gets_virtio_and_second_run_plans_nothing() {
     assert_eq!(again.changes, vec![]);
 }
 
+/// An image over the 4 MiB text-file limit plans and applies (apply re-reads it to check it is
+/// unchanged).
+#[test]
+fn large_image_applies() {
+    let mut g = debian_guest();
+    let mut rng = 1u64;
+    let noise: Vec<u8> = (0..5 << 20)
+        .map(|_| u8::try_from(xorshift(&mut rng) & 0xff).unwrap())
+        .collect();
+    let main = archive(&[
+        Entry::file("big", 0o644, noise),
+        Entry::dir(&format!("usr/lib/modules/{KVER}"), 0o755),
+    ]);
+    g.add_file(&format!("/boot/initrd.img-{KVER}"), &gzip(&main));
+    let o = run(&g, "debian", 12, toml::Table::new());
+    assert_eq!(o.changes.len(), 2, "{:?}", o.notes);
+    apply(&mut g, &o);
+    let img = container::split(g.file(&format!("/boot/initrd.img-{KVER}")).unwrap()).unwrap();
+    assert_eq!(img.merged()["big"].data.len(), 5 << 20);
+    assert_eq!(run(&g, "debian", 12, toml::Table::new()).changes, vec![]);
+}
+
 #[test]
 fn dracut_and_suse_configs() {
     let mut g = debian_guest();
