@@ -496,9 +496,9 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let r = recipe("[[step]]\nfixer = \"caches\"\n[[step]]\nfixer = \"selinux\"\n");
+        let r = recipe("[[step]]\nfixer = \"caches\"\n[[step]]\nfixer = \"missing\"\n");
         let e = plan(&r, &rep, os, &g, &PlanOptions::default()).unwrap_err();
-        assert_eq!(e.to_string(), "recipe t step 2: no fixer named \"selinux\"");
+        assert_eq!(e.to_string(), "recipe t step 2: no fixer named \"missing\"");
         // Nothing to do on an empty guest.
         let r = recipe("[[step]]\nfixer = \"caches\"\n");
         let p = plan(&r, &rep, os, &g, &PlanOptions::default()).unwrap();

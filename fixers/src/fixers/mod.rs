@@ -9,8 +9,10 @@ use crate::{Change, Result};
 mod block_devices;
 mod caches;
 mod console;
+mod hypervisor_tools;
 pub mod initramfs;
 mod network;
+mod selinux;
 mod windows;
 
 pub use network::NetPolicy;
@@ -379,7 +381,9 @@ static REGISTRY: &[&dyn Fixer] = &[
     &network::Network,
     &console::Console,
     &caches::Caches,
+    &hypervisor_tools::HypervisorTools,
     &initramfs::Initramfs,
+    &selinux::Selinux,
     &windows::virtio::VirtioWin,
     &windows::hypervisor::HypervisorServices,
     &windows::policy::SanPolicy,
