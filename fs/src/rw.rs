@@ -42,10 +42,7 @@ pub fn open_rw_kind(
         FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => {
             Ok(Arc::new(crate::ext4::Ext4Rw::open(dev, opts)?))
         }
-        FsKind::Ntfs => Err(Error::unsupported(
-            "filesystem writing",
-            "ntfs writer not wired yet",
-        )),
+        FsKind::Ntfs => Ok(Arc::new(crate::ntfs::NtfsRw::open_rw(dev, opts)?)),
         other => Err(Error::unsupported(
             "filesystem writing",
             format!(

@@ -50,6 +50,9 @@ mod cursor;
 pub mod fuzzing;
 mod index;
 mod reparse;
+mod write;
+
+pub use write::NtfsRw;
 
 #[cfg(test)]
 mod fixtures;
