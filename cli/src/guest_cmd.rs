@@ -30,7 +30,7 @@ pub(crate) struct GuestPathArgs {
 }
 
 /// Splits `DISK:/PATH` at the last `:/` (NBD URIs contain `:` and `://`).
-fn split_target(t: &str) -> (&str, &str) {
+pub(crate) fn split_target(t: &str) -> (&str, &str) {
     match t.rfind(":/") {
         Some(i) if !t[i..].starts_with("://") => (&t[..i], &t[i + 1..]),
         _ => (t, "/"),

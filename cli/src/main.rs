@@ -11,6 +11,8 @@ mod gateway;
 mod guest_cmd;
 mod inspect_cmd;
 mod recipe_cmd;
+mod reg_cmd;
+mod write_cmd;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -53,6 +55,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy a local file into a guest: `rehost cp ./hosts DISK:/etc/hosts`.
+    #[command(long_about = write_cmd::CP_ABOUT, after_help = write_cmd::CP_EXAMPLES)]
+    Cp(write_cmd::CpArgs),
+    /// Remove a guest file, symlink or (with -r) directory: `rehost rm DISK:/etc/x`.
+    #[command(long_about = write_cmd::RM_ABOUT, after_help = write_cmd::RM_EXAMPLES)]
+    Rm(write_cmd::RmArgs),
+    /// Create a guest directory: `rehost mkdir -p DISK:/etc/x/y`.
+    #[command(long_about = write_cmd::MKDIR_ABOUT, after_help = write_cmd::MKDIR_EXAMPLES)]
+    Mkdir(write_cmd::MkdirArgs),
+    /// Read and change a Windows guest's registry: get, set, delete, import, export.
+    #[command(long_about = reg_cmd::LONG_ABOUT)]
+    Reg(reg_cmd::RegArgs),
     /// Restore an image changed by rehost from its undo file, or discard the undo file.
     Undo(guest_cmd::UndoArgs),
     /// Plan the repairs that make a migrated disk boot on KVM (--dry-run; applying is not
@@ -91,6 +105,10 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Ls(args) => guest_cmd::ls(&args),
         Command::Cat(args) => guest_cmd::cat(&args),
         Command::Stat { target, json } => guest_cmd::stat(&target, json),
+        Command::Cp(args) => write_cmd::exit_code(write_cmd::cp(&args)),
+        Command::Rm(args) => write_cmd::exit_code(write_cmd::rm(&args)),
+        Command::Mkdir(args) => write_cmd::exit_code(write_cmd::mkdir(&args)),
+        Command::Reg(args) => write_cmd::exit_code(reg_cmd::run(&args)),
         Command::Undo(args) => guest_cmd::undo(&args),
         Command::Fixup(args) => fixup_cmd::run(&args),
         Command::Recipe(args) => recipe_cmd::run(&args),
