@@ -609,6 +609,8 @@ struct Checker<'a> {
     setup: &'a Setup,
     original: Snapshot,
     edited: Snapshot,
+    /// qcow2 results with leaked clusters (harmless, and what qemu leaves after a crash too).
+    leaks: std::cell::Cell<usize>,
 }
 
 impl Checker<'_> {
@@ -620,6 +622,22 @@ impl Checker<'_> {
         let rec = disk::txn::recover(&*opened.write().unwrap(), undo).unwrap();
         drop(opened);
         stop(trial.server);
+        if trial.format == "qcow2" {
+            // The image format itself is consistent: 0 clean, 3 leaked clusters only.
+            let out = Command::new("qemu-img")
+                .args(["check", "-f", "qcow2"])
+                .arg(&trial.file)
+                .output()
+                .unwrap();
+            match out.status.code() {
+                Some(0) => {}
+                Some(3) => self.leaks.set(self.leaks.get() + 1),
+                other => panic!(
+                    "{what}: qemu-img check ({other:?}): {}",
+                    String::from_utf8_lossy(&out.stdout)
+                ),
+            }
+        }
         let identical = Command::new("qemu-img")
             .args(["compare", "-q", "-f", "raw", "-F", trial.format])
             .arg(&self.setup.orig_raw)
@@ -771,6 +789,7 @@ fn crash_trials(backend: Backend, kills: usize, seed: u64) {
         setup: &setup,
         original: original_snapshot(),
         edited: expected_edit(),
+        leaks: std::cell::Cell::new(0),
     };
     let orig_snap = snapshot(&setup.orig_raw, tmp.path());
     assert!(
@@ -787,7 +806,7 @@ fn crash_trials(backend: Backend, kills: usize, seed: u64) {
     let Run::Completed(labels) = run_editor(&trial.target, &undo, None, None) else {
         unreachable!("no kill requested")
     };
-    let span = t0.elapsed();
+    let mut span = t0.elapsed();
     assert_eq!(
         checker.check(trial, &undo, "complete run"),
         Outcome::Complete
@@ -813,6 +832,7 @@ fn crash_trials(backend: Backend, kills: usize, seed: u64) {
     for (i, &at) in points.iter().enumerate() {
         let trial = setup.prepare(&format!("t{i}"));
         let undo = tmp.path().join(format!("t{i}.undo"));
+        let t0 = Instant::now();
         let Run::Killed(label, passed) = run_editor(&trial.target, &undo, Some(at), None) else {
             unreachable!("a stop point was given")
         };
@@ -825,6 +845,11 @@ fn crash_trials(backend: Backend, kills: usize, seed: u64) {
             );
         }
         assert_eq!(label, labels[usize::try_from(at).unwrap()], "point {at}");
+        if label == "stage committed" {
+            // The whole edit again, with warm caches: the timed kills below spread over the
+            // faster of the two.
+            span = span.min(t0.elapsed());
+        }
         let what = format!("{backend:?} point {at} ({label})");
         let outcome = checker.check(trial, &undo, &what);
         // Only a kill after the commit may leave the edit.
@@ -856,9 +881,10 @@ fn crash_trials(backend: Backend, kills: usize, seed: u64) {
 
     println!(
         "{backend:?}: {} points in the edit; {} distinct kill points: {outcomes:?}; by kind: \
-         {kinds_hit:?}; by step: {steps_hit:?}; {TIMED_KILLS} timed kills: {timed:?}",
+         {kinds_hit:?}; by step: {steps_hit:?}; {TIMED_KILLS} timed kills: {timed:?}; qcow2 images with leaked clusters: {}",
         labels.len(),
-        points.len()
+        points.len(),
+        checker.leaks.get()
     );
     assert_eq!(outcomes.values().sum::<usize>(), points.len());
     assert!(
