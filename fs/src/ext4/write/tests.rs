@@ -13,6 +13,7 @@ use disk::raw::RawFile;
 use super::*;
 use crate::FsReadExt;
 use crate::fuzzing::testutil::{Rng, need};
+use crate::write::FsWriteExt;
 
 const TOOLS: &[&str] = &["mke2fs", "e2fsck", "debugfs"];
 
@@ -102,6 +103,19 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// A fresh image made by `mke2fs -t FS_TYPE -b BLOCK [-O FEATURES] [-I INODE_SIZE]`.
 fn mkfs(dir: &Path, name: &str, fs_type: &str, block: u32, features: &str, mib: u64) -> Target {
+    mkfs_from(dir, name, fs_type, block, features, mib, None)
+}
+
+/// As [`mkfs`], copying the tree at `populate` in (`mke2fs -d`).
+fn mkfs_from(
+    dir: &Path,
+    name: &str,
+    fs_type: &str,
+    block: u32,
+    features: &str,
+    mib: u64,
+    populate: Option<&Path>,
+) -> Target {
     let img = dir.join(name);
     let f = std::fs::File::create(&img).expect("create image");
     f.set_len(mib << 20).expect("size image");
@@ -111,6 +125,9 @@ fn mkfs(dir: &Path, name: &str, fs_type: &str, block: u32, features: &str, mib: 
     cmd.args(["-E", "root_owner=0:0"]);
     if !features.is_empty() {
         cmd.args(["-O", features]);
+    }
+    if let Some(src) = populate {
+        cmd.arg("-d").arg(src);
     }
     let out = cmd.arg(&img).output().expect("run mke2fs");
     assert!(
@@ -808,9 +825,10 @@ fn random_run(t: &Target, len: u64, base: &str, seed: u64, ops: usize, extras: E
         next: 0,
     };
     if extras.big_dir > 0 {
+        // The directory was made by mke2fs -d and indexed by e2fsck -D (see `fresh`): libext2fs
+        // maintains existing hash trees but, like the kernel for directories already past one
+        // block, does not index a linear directory that grows.
         let big = join(base, "big");
-        fs.mkdir(&gp(&big), &NewFileAttrs::dir())
-            .expect("mkdir big");
         run.model.nodes.insert(
             big.clone(),
             Node {
@@ -821,26 +839,30 @@ fn random_run(t: &Target, len: u64, base: &str, seed: u64, ops: usize, extras: E
                 xattrs: BTreeMap::new(),
             },
         );
+        let empty = |mode| Node {
+            kind: Kind::File(Vec::new()),
+            mode,
+            uid: 0,
+            gid: 0,
+            xattrs: BTreeMap::new(),
+        };
         for i in 0..extras.big_dir {
-            let p = format!("{big}/entry-with-a-longer-name-{i:05}");
-            fs.write_file(&gp(&p), b"", &NewFileAttrs::file())
-                .expect("populate big dir");
-            run.model.nodes.insert(
-                p,
-                Node {
-                    kind: Kind::File(Vec::new()),
-                    mode: 0o644,
-                    uid: 0,
-                    gid: 0,
-                    xattrs: BTreeMap::new(),
-                },
-            );
+            run.model
+                .nodes
+                .insert(format!("{big}/{}", big_name(i)), empty(0o644));
         }
-        // Remove every third entry, so the tree has holes, then check the listing.
+        // Remove every third entry, so the blocks have holes, and add as many again: hash-tree
+        // leaves fill, split and refill.
         for i in (0..extras.big_dir).step_by(3) {
-            let p = format!("{big}/entry-with-a-longer-name-{i:05}");
+            let p = format!("{big}/{}", big_name(i));
             fs.unlink(&gp(&p)).expect("unlink from big dir");
             run.model.nodes.remove(&p);
+        }
+        for i in 0..extras.big_dir / 3 {
+            let p = format!("{big}/new-{}", big_name(i));
+            fs.write_file(&gp(&p), b"", &NewFileAttrs::with_mode(0o600))
+                .expect("add to big dir");
+            run.model.nodes.insert(p, empty(0o600));
         }
         run.verify(&big);
     }
@@ -889,13 +911,53 @@ fn random_run(t: &Target, len: u64, base: &str, seed: u64, ops: usize, extras: E
     check_with_debugfs(t, base, &model);
 }
 
+/// Names in the big directory (long, so a 1 KiB block holds few and the tree gets deep).
+fn big_name(i: usize) -> String {
+    format!("entry-with-a-rather-longer-name-{i:05}")
+}
+
+/// `EXT2_INDEX_FL`: the directory is a hash tree (ext4 disk layout, "Inode flags").
+const INDEX_FL: u32 = 0x1000;
+
 fn fresh(name: &str, fs_type: &str, block: u32, features: &str, seed: u64, extras: Extras) {
     if !need(TOOLS) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let t = mkfs(dir.path(), name, fs_type, block, features, 64);
+    let src = dir.path().join("src");
+    let big = src.join("t/big");
+    std::fs::create_dir_all(&big).expect("mkdir");
+    for d in [src.join("t"), big.clone()] {
+        std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+    }
+    for i in 0..extras.big_dir {
+        let f = big.join(big_name(i));
+        std::fs::write(&f, b"").expect("populate");
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .expect("chmod");
+    }
+    if extras.big_dir == 0 {
+        std::fs::remove_dir(&big).expect("rmdir");
+    }
+    let t = mkfs_from(dir.path(), name, fs_type, block, features, 64, Some(&src));
+    if extras.big_dir > 0 {
+        // mke2fs -d writes linear directories; e2fsck -D indexes them (exit 1: changed).
+        let out = Command::new("e2fsck")
+            .arg("-fyD")
+            .arg(&t.img)
+            .output()
+            .expect("run e2fsck -D");
+        assert!(matches!(out.status.code(), Some(0 | 1)), "e2fsck -fyD");
+    }
+    let indexed = !features.contains("^dir_index");
+    if extras.big_dir > 0 {
+        assert_eq!(inode_flags(&t, "/t/big") & INDEX_FL != 0, indexed, "before");
+    }
     random_run(&t, 64 << 20, "/t", seed, 240, extras);
+    if extras.big_dir > 0 {
+        assert_eq!(inode_flags(&t, "/t/big") & INDEX_FL != 0, indexed, "after");
+    }
 }
 
 #[test]
@@ -907,7 +969,7 @@ fn random_ops_ext4_4k_metadata_csum_htree() {
         "metadata_csum,dir_index",
         1,
         Extras {
-            big_dir: 3000,
+            big_dir: 2000,
             big_file: 11 << 20,
         },
     );
@@ -995,4 +1057,471 @@ fn random_ops_ext2_1k() {
             big_file: 11 << 20,
         },
     );
+}
+
+/// `debugfs stat PATH`'s inode flags.
+fn inode_flags(t: &Target, path: &str) -> u32 {
+    let out = t.debugfs(&[format!("stat {path}")]).remove(0);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let hex = text
+        .split("Flags: 0x")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no flags in {text}"));
+    u32::from_str_radix(hex, 16).expect("hex flags")
+}
+
+#[test]
+fn growing_linear_directories_stay_linear_and_valid() {
+    if !need(TOOLS) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = mkfs(dir.path(), "lin.img", "ext4", 1024, "dir_index", 32);
+    let fs = t.open(32 << 20);
+    fs.mkdir(&gp("/grow"), &NewFileAttrs::dir()).expect("mkdir");
+    for i in 0..1500 {
+        fs.write_file(&gp(&format!("/grow/n{i:04}")), b"", &NewFileAttrs::file())
+            .expect("create");
+    }
+    assert_eq!(fs.read_dir(&gp("/grow")).expect("list").len(), 1500);
+    drop(fs);
+    t.e2fsck_clean();
+    assert_eq!(inode_flags(&t, "/grow") & INDEX_FL, 0);
+    let ls = t.debugfs(&["ls -p /grow".to_string()]).remove(0);
+    let names = String::from_utf8_lossy(&ls)
+        .lines()
+        .filter(|l| l.contains("/n"))
+        .count();
+    assert_eq!(names, 1500);
+}
+
+// ----- refusals, errors, durability ----------------------------------------------------------
+
+#[test]
+fn unclean_filesystems_are_refused_without_writing_a_byte() {
+    if !need(TOOLS) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (request, cause) in [
+        ("feature needs_recovery", "journal needs recovery"),
+        ("ssv state 0", "not cleanly unmounted"),
+        ("ssv state 3", "recorded errors"),
+    ] {
+        let t = mkfs(dir.path(), "dirty.img", "ext4", 4096, "", 16);
+        let out = Command::new("debugfs")
+            .args(["-w", "-R", request])
+            .arg(&t.img)
+            .output()
+            .expect("debugfs");
+        assert!(out.status.success(), "{request}");
+        let before = std::fs::read(&t.img).expect("read image");
+        let hash_before = crc32fast::hash(&before);
+        let dev: Arc<dyn BlockWrite> =
+            Arc::new(RawFile::open(&t.img, Access::ReadWrite).expect("open"));
+        let err = crate::open_rw(dev.clone(), WriteOptions::new())
+            .err()
+            .expect("refused");
+        let Error::Unclean { what, detail } = &err else {
+            panic!("{request}: expected Unclean, got {err:?}");
+        };
+        assert_eq!(*what, "ext2/3/4 filesystem");
+        assert!(detail.contains(cause), "{request}: {detail}");
+        assert!(detail.contains("e2fsck"), "{request}: {detail}");
+        assert!(detail.ends_with(", or force the write"), "{detail}");
+        drop(dev);
+        let after = std::fs::read(&t.img).expect("read image");
+        assert_eq!(
+            crc32fast::hash(&after),
+            hash_before,
+            "{request}: the refusal wrote to the device"
+        );
+        assert!(after == before);
+        // Forced, it opens.
+        let dev: Arc<dyn BlockWrite> =
+            Arc::new(RawFile::open(&t.img, Access::ReadWrite).expect("open"));
+        let fs = crate::open_rw(dev, WriteOptions::new().force(true)).expect("forced open");
+        assert!(fs.exists(b"/lost+found").expect("stat"));
+    }
+    let e = map_err(ffi::Error::Refused(ffi::Refusal::JournalNeedsRecovery));
+    assert_eq!(
+        e.to_string(),
+        "refusing to write ext2/3/4 filesystem: the ext4 journal needs recovery (replay it with \
+         e2fsck or by mounting the filesystem once), or force the write"
+    );
+}
+
+#[test]
+fn ffi_errors_map_to_our_variants() {
+    use ffi::Error as F;
+    let p = || "/etc/x".to_string();
+    assert!(
+        matches!(map_err(F::NotFound { path: p() }), Error::NotFound { path } if path == "/etc/x")
+    );
+    assert!(
+        matches!(map_err(F::Exists { path: p() }), Error::AlreadyExists { path } if path == "/etc/x")
+    );
+    assert!(
+        matches!(map_err(F::NotADirectory { path: p() }), Error::NotADirectory { path } if path == "/etc/x")
+    );
+    assert!(
+        matches!(map_err(F::IsADirectory { path: p() }), Error::IsADirectory { path } if path == "/etc/x")
+    );
+    assert!(
+        matches!(map_err(F::NotEmpty { path: p() }), Error::NotEmpty { path } if path == "/etc/x")
+    );
+    assert_eq!(
+        map_err(F::NotARegularFile { path: p() }).to_string(),
+        "unsupported ext2/3/4 writing: /etc/x: not a regular file"
+    );
+    assert_eq!(
+        map_err(F::Unsupported("quota feature".into())).to_string(),
+        "unsupported ext2/3/4 writing: quota feature"
+    );
+    assert_eq!(
+        map_err(F::TooLarge {
+            what: "xattr value",
+            len: 70_000,
+            limit: 65_536
+        })
+        .to_string(),
+        "xattr value of 70000 bytes exceeds the limit of 65536"
+    );
+    assert_eq!(
+        map_err(F::NotExt { found: 0x1234 }).to_string(),
+        "corrupt ext2/3/4 superblock at 0x438: magic 0x1234, expected 0xef53"
+    );
+    let e = map_err(F::Device {
+        op: "write".into(),
+        source: disk::Error::ReadOnly,
+    });
+    assert!(matches!(e, Error::Disk(disk::Error::ReadOnly)), "{e:?}");
+    let e = map_err(F::Ext2 {
+        op: "write_file /x".into(),
+        code: 2_133_571_400,
+        message: "could not allocate block in ext2 filesystem".into(),
+    });
+    let Error::Disk(disk::Error::Io { source, .. }) = &e else {
+        panic!("{e:?}");
+    };
+    assert_eq!(source.kind(), std::io::ErrorKind::StorageFull);
+    assert!(source.to_string().contains("write_file /x"), "{source}");
+}
+
+#[test]
+fn kinds_names_and_misuse_are_reported() {
+    if !need(TOOLS) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = mkfs(dir.path(), "misc.img", "ext4", 4096, "", 16);
+    let fs = t.open(16 << 20);
+    let info = fs.info();
+    assert_eq!(info.kind, FsKind::Ext4);
+    assert_eq!(info.case, CaseSensitivity::Sensitive);
+    assert!(info.uuid.is_some());
+    let bad = GuestPath::root().join_name(b"caf\xe9").expect("path");
+    let e = fs
+        .write_file(&bad, b"x", &NewFileAttrs::file())
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Unsupported { .. }) && e.to_string().contains("not UTF-8"),
+        "{e}"
+    );
+    fs.write_file(&gp("/f"), b"x", &NewFileAttrs::file())
+        .expect("write");
+    let e = fs.set_xattr(&gp("/f"), b"user.\xff", b"v").unwrap_err();
+    assert!(e.to_string().contains("xattr name"), "{e}");
+    assert!(matches!(
+        fs.read_link(&gp("/f")),
+        Err(Error::NotASymlink { .. })
+    ));
+    assert!(matches!(
+        fs.rmdir(&GuestPath::root()),
+        Err(Error::InvalidPath { .. })
+    ));
+    assert!(matches!(
+        fs.mkdir(&GuestPath::root(), &NewFileAttrs::dir()),
+        Err(Error::AlreadyExists { .. })
+    ));
+    assert!(matches!(
+        fs.write_file(&gp("/no/f"), b"x", &NewFileAttrs::file()),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        fs.write_at(&gp("/missing"), 0, b"x"),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        fs.write_file(&gp("/f/x"), b"x", &NewFileAttrs::file()),
+        Err(Error::NotADirectory { .. })
+    ));
+    assert!(matches!(
+        fs.write_file(&gp("/lost+found"), b"x", &NewFileAttrs::file()),
+        Err(Error::IsADirectory { .. })
+    ));
+    fs.symlink(&gp("/l"), b"f", &NewFileAttrs::file())
+        .expect("symlink");
+    assert!(matches!(
+        fs.symlink(&gp("/l"), b"f", &NewFileAttrs::file()),
+        Err(Error::AlreadyExists { .. })
+    ));
+    // A final symlink is never followed by the backend.
+    let e = fs
+        .write_file(&gp("/l"), b"y", &NewFileAttrs::file())
+        .unwrap_err();
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+    assert_eq!(fs.read_link(&gp("/l")).expect("readlink"), b"f");
+    fs.mkdir(&gp("/d"), &NewFileAttrs::dir()).expect("mkdir");
+    fs.mkdir(&gp("/d/e"), &NewFileAttrs::dir()).expect("mkdir");
+    assert!(matches!(
+        fs.rename(&gp("/d"), &gp("/d/e/x")),
+        Err(Error::InvalidPath { .. })
+    ));
+    assert!(matches!(
+        fs.rename(&gp("/f"), &gp("/d")),
+        Err(Error::IsADirectory { .. })
+    ));
+    assert!(matches!(
+        fs.remove_xattr(&gp("/f"), b"user.none"),
+        Err(Error::NotFound { .. })
+    ));
+    // Dropped without flush: libext2fs still writes its metadata back on close.
+    drop(fs);
+    t.e2fsck_clean();
+}
+
+#[test]
+fn uncommitted_transaction_rolls_back_to_the_original_bytes() {
+    if !need(TOOLS) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = mkfs(dir.path(), "txn.img", "ext4", 4096, "", 16);
+    let original = std::fs::read(&t.img).expect("read");
+    let undo = dir.path().join("txn.undo");
+    {
+        let raw = Arc::new(RawFile::open(&t.img, Access::ReadWrite).expect("open"));
+        let txn = Arc::new(disk::txn::Transaction::begin(raw, &undo).expect("begin"));
+        let fs = crate::open_rw(txn.clone(), WriteOptions::new()).expect("open");
+        fs.mkdir_p(b"/etc/a/b", &NewFileAttrs::dir())
+            .expect("mkdir");
+        fs.write_file_path(b"/etc/a/b/f", &[7u8; 100_000], &NewFileAttrs::file())
+            .expect("write");
+        fs.flush().expect("flush");
+        drop(fs);
+        // The run "dies": never committed.
+    }
+    assert!(std::fs::read(&t.img).expect("read") != original);
+    let raw = RawFile::open(&t.img, Access::ReadWrite).expect("open");
+    let r = disk::txn::recover(&raw, &undo).expect("recover");
+    assert!(matches!(r, disk::txn::Recovery::RolledBack { .. }), "{r:?}");
+    assert!(std::fs::read(&t.img).expect("read") == original);
+}
+
+// ----- SELinux labels ------------------------------------------------------------------------
+
+/// `(inode, permission bits, uid, gid)` from `debugfs stat` output.
+fn stat_fields(text: &[u8]) -> (u32, u32, u32, u32) {
+    let text = String::from_utf8_lossy(text).into_owned();
+    let field = |key: &str| -> &str {
+        text.split(key)
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+    };
+    (
+        field("Inode: ").parse().expect("inode"),
+        u32::from_str_radix(field("Mode: "), 8).expect("mode"),
+        field("User: ").parse().expect("uid"),
+        field("Group: ").parse().expect("gid"),
+    )
+}
+
+#[test]
+fn selinux_labels_survive_replacement_and_label_new_entries() {
+    if !need(TOOLS) {
+        return;
+    }
+    const PASSWD_LABEL: &[u8] = b"system_u:object_r:passwd_file_t:s0\0";
+    const SHADOW_LABEL: &[u8] = b"system_u:object_r:shadow_t:s0\0";
+    // 256-byte inodes keep labels in the inode; 128-byte ones have no room, so they live in a
+    // separate xattr block.
+    for inode_size in ["256", "128"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("etc")).expect("mkdir");
+        let passwd = src.join("etc/passwd");
+        std::fs::write(&passwd, b"root:x:0:0:root:/root:/bin/bash\n").expect("write");
+        std::fs::set_permissions(&passwd, std::os::unix::fs::PermissionsExt::from_mode(0o640))
+            .expect("chmod");
+        std::os::unix::fs::chown(&passwd, Some(0), Some(42)).expect("chown");
+        let img = dir.path().join("se.img");
+        std::fs::File::create(&img)
+            .and_then(|f| f.set_len(16 << 20))
+            .expect("image");
+        let out = Command::new("mke2fs")
+            .args([
+                "-q",
+                "-F",
+                "-t",
+                "ext4",
+                "-I",
+                inode_size,
+                "-E",
+                "root_owner=0:0",
+            ])
+            .arg("-d")
+            .arg(&src)
+            .arg(&img)
+            .output()
+            .expect("mke2fs");
+        assert!(out.status.success(), "mke2fs -I {inode_size}");
+        let t = Target { img, offset: 0 };
+        let value = dir.path().join("label");
+        std::fs::write(&value, PASSWD_LABEL).expect("label file");
+        let out = Command::new("debugfs")
+            .arg("-w")
+            .arg("-R")
+            .arg(format!(
+                "ea_set -f {} /etc/passwd security.selinux",
+                value.display()
+            ))
+            .arg(&t.img)
+            .output()
+            .expect("debugfs ea_set");
+        assert!(out.status.success());
+        let before = stat_fields(&t.debugfs(&["stat /etc/passwd".to_string()]).remove(0));
+        assert_eq!((before.1, before.2, before.3), (0o640, 0, 42), "as built");
+
+        let fs = t.open(16 << 20);
+        let p = gp("/etc/passwd");
+        assert_eq!(
+            fs.get_xattr(&p, b"security.selinux").expect("get"),
+            Some(PASSWD_LABEL.to_vec())
+        );
+        let other = NewFileAttrs::with_mode(0o777)
+            .owner(1000, 1000)
+            .xattr(b"security.selinux", b"unconfined_u:object_r:tmp_t:s0\0");
+        // Grow into blocks, then shrink back to a few bytes.
+        let grown: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
+        fs.write_file(&p, &grown, &other).expect("replace, larger");
+        let new = b"root:x:0:0:root:/root:/bin/sh\nrehost:x:999:999::/:/sbin/nologin\n";
+        fs.write_file(&p, new, &other).expect("replace, smaller");
+        let shadow = gp("/etc/shadow");
+        fs.write_file(
+            &shadow,
+            b"root:*:19000:0:99999:7:::\n",
+            &NewFileAttrs::with_mode(0o000).xattr(b"security.selinux", SHADOW_LABEL),
+        )
+        .expect("new labelled file");
+        fs.mkdir(
+            &gp("/etc/rehost.d"),
+            &NewFileAttrs::dir().xattr(b"security.selinux", SHADOW_LABEL),
+        )
+        .expect("labelled dir");
+        fs.symlink(
+            &gp("/etc/rehost.link"),
+            b"rehost.d",
+            &NewFileAttrs::file().xattr(b"security.selinux", SHADOW_LABEL),
+        )
+        .expect("labelled symlink");
+        fs.flush().expect("flush");
+        drop(fs);
+        t.e2fsck_clean();
+
+        let mut outs = t.debugfs(&[
+            "stat /etc/passwd".to_string(),
+            "ea_get -V /etc/passwd security.selinux".to_string(),
+            "cat /etc/passwd".to_string(),
+            "stat /etc/shadow".to_string(),
+            "ea_get -V /etc/shadow security.selinux".to_string(),
+            "ea_get -V /etc/rehost.d security.selinux".to_string(),
+            "ea_get -V /etc/rehost.link security.selinux".to_string(),
+        ]);
+        let label = |mut v: Vec<u8>| {
+            assert_eq!(v.pop(), Some(b'\n'));
+            v
+        };
+        assert_eq!(stat_fields(&outs[0]), before, "inode, mode and owner kept");
+        assert_eq!(label(std::mem::take(&mut outs[1])), PASSWD_LABEL);
+        assert_eq!(outs[2], new);
+        let (_, mode, uid, gid) = stat_fields(&outs[3]);
+        assert_eq!((mode, uid, gid), (0o000, 0, 0));
+        for (i, out) in outs.into_iter().enumerate().skip(4) {
+            assert_eq!(label(out), SHADOW_LABEL, "request {i}");
+        }
+    }
+}
+
+// ----- builder images ------------------------------------------------------------------------
+
+/// A copy of builder image `name` and its root filesystem's place in it, or `None` (skipping)
+/// when the image cannot be built here.
+fn builder_root(name: &str, dir: &Path) -> Option<(Target, u64)> {
+    let built = match images::build(name) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("skipping: {name} cannot be built here: {e}");
+            return None;
+        }
+    };
+    let expected = images::expected(name).expect("known image");
+    let n: u32 = expected
+        .root_location
+        .strip_prefix("part")
+        .and_then(|n| n.parse().ok())
+        .expect("root on a partition");
+    let img = dir.join(format!("{name}.raw"));
+    std::fs::copy(&built, &img).expect("copy image");
+    let raw = RawFile::open(&img, Access::ReadOnly).expect("open copy");
+    let table = disk::partition::read_table(&raw).expect("partition table");
+    let part = table.get(n).expect("root partition");
+    Some((
+        Target {
+            img,
+            offset: part.start,
+        },
+        part.len,
+    ))
+}
+
+fn builder_run(name: &str, seed: u64) {
+    if !need(TOOLS) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some((t, len)) = builder_root(name, dir.path()) else {
+        return;
+    };
+    t.e2fsck_clean();
+    // Replace a file the builder made: contents change, identity stays.
+    let before = stat_fields(&t.debugfs(&["stat /etc/hostname".to_string()]).remove(0));
+    let fs = t.open(len);
+    fs.write_file(
+        &gp("/etc/hostname"),
+        b"migrated\n",
+        &NewFileAttrs::with_mode(0o600),
+    )
+    .expect("replace hostname");
+    fs.flush().expect("flush");
+    drop(fs);
+    let outs = t.debugfs(&[
+        "stat /etc/hostname".to_string(),
+        "cat /etc/hostname".to_string(),
+    ]);
+    assert_eq!(stat_fields(&outs[0]), before);
+    assert_eq!(outs[1], b"migrated\n");
+    random_run(&t, len, "/rehost-test", seed, 120, Extras::default());
+}
+
+#[test]
+fn random_ops_on_debian12_vmware_root() {
+    builder_run("debian12-vmware", 11);
+}
+
+#[test]
+fn random_ops_on_ubuntu2204_uefi_root() {
+    builder_run("ubuntu2204-uefi", 12);
 }
