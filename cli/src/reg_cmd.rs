@@ -39,7 +39,8 @@ between components (quote it in the shell), compared case-insensitively.
 change as a .reg diff, and write the whole hive file back (keeping its NTFS security) through the
 same transaction as `rehost cp`: --dry-run, --output NEW.qcow2, `rehost undo` and --force work the
 same way. A hive with pending transaction-log data is replayed from its .LOG1/.LOG2 files; if
-they cannot replay it, writing is refused (reading shows the hive as it is on disk).
+they cannot replay it, writing is refused unless --force, which drops that data (reading shows
+the hive as it is on disk).
 
 Exit status: 0 done, 1 refused or failed (nothing was changed), 2 usage error.";
 
@@ -277,21 +278,71 @@ fn read_capped(fs: &dyn FsRead, path: &str) -> anyhow::Result<Option<Vec<u8>>> {
     }
 }
 
-/// Reads and opens a hive, replaying its logs if it has pending data. `allow_dirty` reads a
-/// hive whose logs cannot be replayed as it is (for reading only).
-fn load(fs: &dyn FsRead, path: &str, allow_dirty: bool) -> anyhow::Result<Hive> {
-    let data = read_capped(fs, path)?.with_context(|| format!("{path}: not found"))?;
+/// What to do with a hive whose pending log data cannot be replayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unreplayable {
+    /// Refuse (writing without `--force`).
+    Refuse,
+    /// Read the primary file as it is (`get`, `export`).
+    ReadAsIs,
+    /// Mark the primary file clean, dropping the pending log data, so it can be written
+    /// (`--force`).
+    Discard,
+}
+
+/// Size of the regf base block and where its fields are ("Windows registry file format
+/// specification", section "Base block": primary sequence at 4, secondary at 8, checksum of the
+/// first 508 bytes at 508).
+const BASE_BLOCK_LEN: usize = 4096;
+const CHECKSUM_AT: usize = 508;
+
+/// Makes a dirty base block clean: secondary sequence := primary, checksum recomputed (XOR of
+/// the first 127 dwords, 0 and 0xffffffff mapped as Windows does).
+fn mark_clean(data: &mut [u8]) -> Option<()> {
+    let head = data.get_mut(..BASE_BLOCK_LEN)?;
+    let primary: [u8; 4] = head.get(4..8)?.try_into().ok()?;
+    head.get_mut(8..12)?.copy_from_slice(&primary);
+    let sum = head
+        .get(..CHECKSUM_AT)?
+        .chunks_exact(4)
+        .fold(0u32, |acc, c| {
+            acc ^ u32::from_le_bytes([c[0], c[1], c[2], c[3]])
+        });
+    let sum = match sum {
+        0 => 1,
+        u32::MAX => u32::MAX - 1,
+        s => s,
+    };
+    head.get_mut(CHECKSUM_AT..CHECKSUM_AT + 4)?
+        .copy_from_slice(&sum.to_le_bytes());
+    Some(())
+}
+
+/// Reads and opens a hive, replaying its logs if it has pending data; `unreplayable` says what
+/// happens when they cannot.
+fn load(fs: &dyn FsRead, path: &str, unreplayable: Unreplayable) -> anyhow::Result<Hive> {
+    let mut data = read_capped(fs, path)?.with_context(|| format!("{path}: not found"))?;
     let log1 = read_capped(fs, &format!("{path}.LOG1"))?;
     let log2 = read_capped(fs, &format!("{path}.LOG2"))?;
     let r = Hive::options()
         .logs(log1, log2)
-        .allow_dirty(allow_dirty)
-        .open(data);
+        .allow_dirty(unreplayable == Unreplayable::ReadAsIs)
+        .open(data.clone());
     match r {
         Ok(h) => Ok(h),
+        Err(hive::Error::Dirty(_)) if unreplayable == Unreplayable::Discard => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "rehost: {path}: discarding pending transaction-log data that cannot be \
+                 replayed (--force)"
+            );
+            mark_clean(&mut data).with_context(|| format!("{path}: shorter than a base block"))?;
+            Hive::from_bytes(data).with_context(|| format!("cannot read hive {path}"))
+        }
         Err(e @ hive::Error::Dirty(_)) => Err(anyhow::Error::new(e).context(format!(
             "{path} has pending transaction-log data that its .LOG1/.LOG2 files cannot replay; \
-             refusing to change it (boot Windows once so it settles the hive)"
+             refusing to change it (boot Windows once so it settles the hive, or pass --force \
+             to drop that data)"
         ))),
         Err(e) => Err(anyhow::Error::new(e).context(format!("cannot read hive {path}"))),
     }
@@ -304,9 +355,14 @@ fn edit(
 ) -> anyhow::Result<ExitCode> {
     let prefix = prefix_for(h);
     let hive_arg = h.hive.clone();
+    let unreplayable = if write.force {
+        Unreplayable::Discard
+    } else {
+        Unreplayable::Refuse
+    };
     run_plan(&h.image, write, move |fs, root| {
         let path = hive_path(fs, &hive_arg)?;
-        let before = load(fs, &path, false)?;
+        let before = load(fs, &path, unreplayable)?;
         if before.replayed_log_entries() > 0 {
             let _ = writeln!(
                 std::io::stderr(),
@@ -344,7 +400,7 @@ fn read_hive(h: &HiveArgs, device: Option<&str>) -> anyhow::Result<Hive> {
     let view = inspect::guest_view(opened.read(), device)
         .with_context(|| format!("cannot read the files of {}", h.image))?;
     let path = hive_path(&view.fs, &h.hive)?;
-    load(&view.fs, &path, true)
+    load(&view.fs, &path, Unreplayable::ReadAsIs)
 }
 
 fn join_key(prefix: &str, key: &str) -> String {
@@ -598,6 +654,32 @@ mod tests {
             let e = parse_data(t, &s(d)).unwrap_err();
             assert!(e.downcast_ref::<UsageError>().is_some(), "{t} {d:?}: {e}");
         }
+    }
+
+    #[test]
+    fn mark_clean_makes_a_dirty_hive_readable() {
+        let dirty = hive::testkit::HiveBuilder::new()
+            .value("K", "V", ValueType::Dword, &[5, 0, 0, 0])
+            .sequence(9, 8)
+            .build();
+        assert!(matches!(
+            Hive::from_bytes(dirty.clone()),
+            Err(hive::Error::Dirty(_))
+        ));
+        let mut fixed = dirty;
+        mark_clean(&mut fixed).unwrap();
+        let h = Hive::from_bytes(fixed).unwrap();
+        assert_eq!(h.base_block().primary_sequence, 9);
+        assert_eq!(h.base_block().secondary_sequence, 9);
+        let v = h
+            .open_path("K")
+            .unwrap()
+            .unwrap()
+            .value("V")
+            .unwrap()
+            .unwrap();
+        assert_eq!(v.as_dword(), Some(5));
+        assert_eq!(mark_clean(&mut [0u8; 100]), None);
     }
 
     #[test]

@@ -572,6 +572,29 @@ fn issue3_refusals_leave_the_image_unchanged() {
         "reg", "get", "--device", "/dev/sda", s, "/SYSTEM", "Sel", "Current",
     ]);
     assert_eq!((code, out.as_str()), (0, "1\n"), "{err}");
+    // --force drops the pending log data: the hive is written back clean, as libhivex sees it.
+    let (code, _, err) = run(&[
+        "reg", "set", "--force", "--device", "/dev/sda", s, "/SYSTEM", "Sel", "Current", "--type",
+        "dword", "2",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("discarding pending transaction-log data"),
+        "{err}"
+    );
+    if have("hivexregedit") {
+        let out = rehost()
+            .args(["cat", "--device", "/dev/sda", &format!("{s}:/SYSTEM")])
+            .output()
+            .unwrap();
+        let extracted = dir.path().join("SYSTEM.forced");
+        std::fs::write(&extracted, &out.stdout).unwrap();
+        let hx = hivex_export(&extracted, "HKLM");
+        assert!(
+            hx.contains("[HKLM\\Sel]\n\"Current\"=dword:00000002"),
+            "{hx}"
+        );
+    }
 
     if !skipped.is_empty() {
         println!("skipping: {skipped:?}: the writer is not wired into guestfs::open_rw yet");
@@ -833,4 +856,52 @@ fn issue3_reg_on_windows_images() {
     let (code, _, err) = run(&["undo", s]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(digest(&img), original);
+}
+
+#[test]
+fn issue3_reg_replays_pending_log_data_before_editing() {
+    if !have("mkfs.vfat") || !have("mcopy") || !have("hivexregedit") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The primary file says v=1 and is dirty (sequence 6 vs 5); LOG1 holds entry 6 with v=2.
+    let primary = hive::testkit::HiveBuilder::new()
+        .value("K", "v", hive::ValueType::Dword, &[1, 0, 0, 0])
+        .sequence(6, 5)
+        .build();
+    let new = hive::testkit::HiveBuilder::new()
+        .value("K", "v", hive::ValueType::Dword, &[2, 0, 0, 0])
+        .build();
+    let bins = u32::from_le_bytes(new[40..44].try_into().unwrap());
+    let e6 = hive::testkit::log_entry(6, bins, &[(0, &new[4096..])]);
+    let log1 = hive::testkit::log_file(&primary, &[e6]);
+    let img = fat_disk(
+        dir.path(),
+        &[("/SYSTEM", &primary), ("/SYSTEM.LOG1", &log1)],
+    );
+    let s = img.to_str().unwrap();
+    let (code, out, err) = run(&["reg", "get", "--device", "/dev/sda", s, "/SYSTEM", "K", "v"]);
+    assert_eq!((code, out.as_str()), (0, "2\n"), "{err}");
+    let (code, out, err) = run(&[
+        "reg", "set", "--device", "/dev/sda", s, "/SYSTEM", "K", "w", "--type", "dword", "7",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("replayed 1 pending log entries"), "{err}");
+    // The diff shows only the edit; the replayed state is the base.
+    assert!(
+        out.contains("[HKEY_LOCAL_MACHINE\\SYSTEM\\K]\n\"w\"=dword:00000007\n"),
+        "{out}"
+    );
+    assert!(!out.contains("\"v\""), "{out}");
+    let cat = rehost()
+        .args(["cat", "--device", "/dev/sda", &format!("{s}:/SYSTEM")])
+        .output()
+        .unwrap();
+    let extracted = dir.path().join("SYSTEM.out");
+    std::fs::write(&extracted, &cat.stdout).unwrap();
+    let hx = hivex_export(&extracted, "HKLM");
+    assert!(
+        hx.contains("[HKLM\\K]\n\"v\"=dword:00000002\n\"w\"=dword:00000007"),
+        "{hx}"
+    );
 }
