@@ -1,16 +1,21 @@
 //! Crash safety of ext4 edits (issue 3 acceptance): `crash_edit_ext4` makes a multi-file edit of
-//! an ext4 filesystem (partition 1 of a GPT disk) with libext2fs through a transaction, and is
-//! SIGKILLed at distinct points of it: on a raw image, on a qcow2 image, over NBD from our
-//! gateway (raw volume) and over NBD from `qemu-nbd` (qcow2 image). After recovery every image
-//! must be identical to the original (`qemu-img compare`) or hold the complete edit (every
-//! edited path checked through `debugfs`), never a mix, and pass `e2fsck -fn` either way.
+//! an ext4 filesystem (partition 1 of a GPT disk; once a bare filesystem) with libext2fs through
+//! a transaction, and is SIGKILLed at distinct points of it: on a raw image, on a qcow2 image,
+//! over NBD from our gateway (raw volume) and over NBD from `qemu-nbd` (qcow2 image). After
+//! recovery (`disk::txn::recover`, as the next opener runs it) every image must be identical to
+//! the original (`qemu-img compare`) or hold the complete edit (every path of the filesystem
+//! dumped by `debugfs` and compared), never a mix, and pass `e2fsck -fn` either way; qcow2
+//! results also pass `qemu-img check`.
 //!
 //! Kill points are deterministic: a counting run lists every point of the edit (each step, each
 //! write/flush the filesystem sends to the transaction, each one the transaction sends to the
-//! image, the commit), and each trial stops the editor at one chosen point, where the test
-//! SIGKILLs it. Points are drawn at random, spread evenly over the steps of the edit, and always
-//! include the first (before any write) and the last (after the commit). A few more trials kill
-//! after a random delay instead, to land inside the layers' own work as well.
+//! image once its undo record is durable, the end of the commit), and each trial stops the
+//! editor at one chosen point, where the test SIGKILLs it. Every trial checks it passed the same
+//! points as the counting run (libext2fs's clock is fixed for that, see [`run_editor`]). Points
+//! are drawn at random, round-robin over the steps of the edit, with at least one of each kind,
+//! the first (before anything is opened) and the last (after the commit). Only that last one
+//! may leave the edit: the commit record is the single point where the outcome flips. A few
+//! more trials kill after a random delay instead, to land inside the layers' own work as well.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -23,7 +28,7 @@ use std::time::{Duration, Instant};
 use disk::open::{Access, OpenOptions};
 use disk::txn::{Recovery, State};
 
-/// Byte offset of the filesystem: partition 1 starts at sector 2048.
+/// Byte offset of the filesystem in a partitioned disk: partition 1 starts at sector 2048.
 const PART_OFFSET: u64 = 1 << 20;
 /// Size of the disk image.
 const DISK_SIZE: u64 = 24 << 20;
@@ -34,6 +39,8 @@ const FS_SIZE: u64 = 21 << 20;
 const LOCAL_KILLS: usize = 110;
 /// Deterministic kill points over NBD (each server): every trial restarts a server.
 const NBD_KILLS: usize = 50;
+/// Deterministic kill points on a bare filesystem (no partition table), raw image.
+const BARE_KILLS: usize = 30;
 /// libext2fs's clock in the editor (2027-01-15), see [`run_editor`].
 const FAKE_TIME: &str = "1800000000";
 /// Extra kills after a random delay, per backend.
@@ -158,15 +165,15 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Node>) {
     }
 }
 
-/// The filesystem of a raw disk image, read by e2fsprogs' debugfs (not by our code).
-fn snapshot(raw: &Path, scratch: &Path) -> Snapshot {
+/// The filesystem at `offset` in a raw disk image, read by e2fsprogs' debugfs (not by our code).
+fn snapshot(raw: &Path, offset: u64, scratch: &Path) -> Snapshot {
     let dump = scratch.join("dump");
     let _ = std::fs::remove_dir_all(&dump);
     std::fs::create_dir_all(&dump).unwrap();
     let mut child = Command::new("debugfs")
         .arg("-f")
         .arg("-")
-        .arg(fs_name(raw))
+        .arg(fs_name(raw, offset))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -194,15 +201,15 @@ fn snapshot(raw: &Path, scratch: &Path) -> Snapshot {
     Snapshot { tree, fstab_xattrs }
 }
 
-/// e2fsprogs' name for the filesystem inside partition 1 of a raw image.
-fn fs_name(raw: &Path) -> String {
-    format!("{}?offset={PART_OFFSET}", raw.display())
+/// e2fsprogs' name for the filesystem at `offset` in a raw image.
+fn fs_name(raw: &Path, offset: u64) -> String {
+    format!("{}?offset={offset}", raw.display())
 }
 
-fn e2fsck_clean(raw: &Path, what: &str) {
+fn e2fsck_clean(raw: &Path, offset: u64, what: &str) {
     let out = Command::new("e2fsck")
         .arg("-fn")
-        .arg(fs_name(raw))
+        .arg(fs_name(raw, offset))
         .output()
         .unwrap();
     assert!(
@@ -308,9 +315,26 @@ fn expected_edit() -> Snapshot {
     s
 }
 
-/// A GPT disk whose partition 1 holds an ext4 filesystem made by `mke2fs -d` from
-/// [`original_tree`].
-fn make_original(dir: &Path) -> PathBuf {
+/// Where the filesystem lives in the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Partition 1 of a GPT disk.
+    Gpt,
+    /// The whole image (a bare filesystem).
+    Bare,
+}
+
+impl Layout {
+    fn offset(self) -> u64 {
+        match self {
+            Self::Gpt => PART_OFFSET,
+            Self::Bare => 0,
+        }
+    }
+}
+
+/// An image with an ext4 filesystem made by `mke2fs -d` from [`original_tree`].
+fn make_original(dir: &Path, layout: Layout) -> PathBuf {
     let host = dir.join("host");
     for (path, node) in original_tree() {
         let p = host.join(path.trim_start_matches('/'));
@@ -328,6 +352,14 @@ fn make_original(dir: &Path) -> PathBuf {
     }
     std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o755)).unwrap();
     let img = dir.join("orig.raw");
+    if layout == Layout::Bare {
+        ok(Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-d"])
+            .arg(&host)
+            .arg(&img)
+            .arg(format!("{}k", FS_SIZE / 1024)));
+        return img;
+    }
     std::fs::File::create(&img)
         .unwrap()
         .set_len(DISK_SIZE)
@@ -385,6 +417,8 @@ struct Trial {
 
 struct Setup {
     backend: Backend,
+    /// Byte offset of the filesystem in the image.
+    offset: u64,
     dir: PathBuf,
     orig_raw: PathBuf,
     orig_qcow2: PathBuf,
@@ -392,8 +426,8 @@ struct Setup {
 }
 
 impl Setup {
-    fn new(backend: Backend, dir: &Path) -> Self {
-        let orig_raw = make_original(dir);
+    fn new(backend: Backend, layout: Layout, dir: &Path) -> Self {
+        let orig_raw = make_original(dir, layout);
         let orig_qcow2 = dir.join("orig.qcow2");
         ok(Command::new("qemu-img")
             .args(["convert", "-f", "raw", "-O", "qcow2"])
@@ -403,12 +437,13 @@ impl Setup {
         if backend == Backend::Gateway {
             nbd_gateway::Store::open(&gateway_template)
                 .unwrap()
-                .create_volume("v", DISK_SIZE, "")
+                .create_volume("v", std::fs::metadata(&orig_raw).unwrap().len(), "")
                 .unwrap();
             std::fs::copy(&orig_raw, gateway_template.join("volumes/v/data.raw")).unwrap();
         }
         Self {
             backend,
+            offset: layout.offset(),
             dir: dir.to_path_buf(),
             orig_raw,
             orig_qcow2,
@@ -666,7 +701,7 @@ impl Checker<'_> {
                 "{what}: qemu-img compare and the bytes disagree"
             );
         }
-        e2fsck_clean(&raw, what);
+        e2fsck_clean(&raw, self.setup.offset, what);
         let outcome = if identical {
             assert!(
                 matches!(rec, Recovery::RolledBack { .. } | Recovery::Clean),
@@ -679,7 +714,7 @@ impl Checker<'_> {
                 Recovery::Settled(State::Committed),
                 "{what}: neither the original nor committed"
             );
-            let got = snapshot(&raw, &self.setup.dir);
+            let got = snapshot(&raw, self.setup.offset, &self.setup.dir);
             if let Some(d) = got.diff(&self.edited) {
                 panic!("{what}: a partial edit after recovery: {d}");
             }
@@ -687,7 +722,7 @@ impl Checker<'_> {
         };
         // The rolled-back side reads as the original too (cheap enough to do each time).
         if outcome == Outcome::Original {
-            let got = snapshot(&raw, &self.setup.dir);
+            let got = snapshot(&raw, self.setup.offset, &self.setup.dir);
             assert!(got.diff(&self.original).is_none(), "{what}");
         }
         for p in [&trial.file, &raw] {
@@ -773,7 +808,7 @@ fn choose_points(labels: &[String], n: usize, rng: &mut Rng) -> BTreeSet<u64> {
     chosen
 }
 
-fn crash_trials(backend: Backend, kills: usize, seed: u64) {
+fn crash_trials(backend: Backend, layout: Layout, kills: usize, seed: u64) {
     let mut tools = vec![
         "sfdisk", "mke2fs", "e2fsck", "debugfs", "qemu-img", "cp", "kill",
     ];
@@ -784,20 +819,20 @@ fn crash_trials(backend: Backend, kills: usize, seed: u64) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let setup = Setup::new(backend, tmp.path());
+    let setup = Setup::new(backend, layout, tmp.path());
     let checker = Checker {
         setup: &setup,
         original: original_snapshot(),
         edited: expected_edit(),
         leaks: std::cell::Cell::new(0),
     };
-    let orig_snap = snapshot(&setup.orig_raw, tmp.path());
+    let orig_snap = snapshot(&setup.orig_raw, setup.offset, tmp.path());
     assert!(
         orig_snap.diff(&checker.original).is_none(),
         "original: {:?}",
         orig_snap.diff(&checker.original)
     );
-    e2fsck_clean(&setup.orig_raw, "original");
+    e2fsck_clean(&setup.orig_raw, setup.offset, "original");
 
     // A complete run: the edit itself, and the list of points.
     let trial = setup.prepare("full");
@@ -850,7 +885,7 @@ fn crash_trials(backend: Backend, kills: usize, seed: u64) {
             // faster of the two.
             span = span.min(t0.elapsed());
         }
-        let what = format!("{backend:?} point {at} ({label})");
+        let what = format!("{backend:?} {layout:?} point {at} ({label})");
         let outcome = checker.check(trial, &undo, &what);
         // Only a kill after the commit may leave the edit.
         assert_eq!(
@@ -875,12 +910,12 @@ fn crash_trials(backend: Backend, kills: usize, seed: u64) {
         let Run::Killed(last, _) = run_editor(&trial.target, &undo, None, Some(delay)) else {
             unreachable!("a delay was given")
         };
-        let what = format!("{backend:?} killed after {delay:?} (last point {last})");
+        let what = format!("{backend:?} {layout:?} killed after {delay:?} (last point {last})");
         *timed.entry(checker.check(trial, &undo, &what)).or_default() += 1;
     }
 
     println!(
-        "{backend:?}: {} points in the edit; {} distinct kill points: {outcomes:?}; by kind: \
+        "{backend:?} {layout:?}: {} points in the edit; {} distinct kill points: {outcomes:?}; by kind: \
          {kinds_hit:?}; by step: {steps_hit:?}; {TIMED_KILLS} timed kills: {timed:?}; qcow2 images with leaked clusters: {}",
         labels.len(),
         points.len(),
@@ -909,20 +944,25 @@ fn crash_trials(backend: Backend, kills: usize, seed: u64) {
 
 #[test]
 fn ext4_edit_killed_on_raw_recovers_to_original_or_complete() {
-    crash_trials(Backend::Raw, LOCAL_KILLS, 0xE4C4_0001);
+    crash_trials(Backend::Raw, Layout::Gpt, LOCAL_KILLS, 0xE4C4_0001);
 }
 
 #[test]
 fn ext4_edit_killed_on_qcow2_recovers_to_original_or_complete() {
-    crash_trials(Backend::Qcow2, LOCAL_KILLS, 0xE4C4_0002);
+    crash_trials(Backend::Qcow2, Layout::Gpt, LOCAL_KILLS, 0xE4C4_0002);
 }
 
 #[test]
 fn ext4_edit_killed_over_nbd_gateway_recovers_to_original_or_complete() {
-    crash_trials(Backend::Gateway, NBD_KILLS, 0xE4C4_0003);
+    crash_trials(Backend::Gateway, Layout::Gpt, NBD_KILLS, 0xE4C4_0003);
 }
 
 #[test]
 fn ext4_edit_killed_over_qemu_nbd_recovers_to_original_or_complete() {
-    crash_trials(Backend::QemuNbd, NBD_KILLS, 0xE4C4_0004);
+    crash_trials(Backend::QemuNbd, Layout::Gpt, NBD_KILLS, 0xE4C4_0004);
+}
+
+#[test]
+fn ext4_edit_killed_on_bare_filesystem_recovers_to_original_or_complete() {
+    crash_trials(Backend::Raw, Layout::Bare, BARE_KILLS, 0xE4C4_0005);
 }
