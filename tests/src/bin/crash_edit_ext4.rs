@@ -6,7 +6,9 @@
 //! every write, flush, zeroing or discard the filesystem sends to the transaction, one before
 //! every such call the transaction passes on to the image (its undo record is durable by
 //! then), and one after the commit. The sequence is the same on every run over the same
-//! image, so a crash test can stop the edit at any chosen point and SIGKILL it there.
+//! image with the same libext2fs clock (`E2FSPROGS_FAKE_TIME`: at close libext2fs writes only
+//! the superblock fields that changed, `s_wtime` among them), so a crash test can stop the
+//! edit at any chosen point and SIGKILL it there.
 //!
 //! Usage:
 //! - `crash_edit_ext4 edit TARGET UNDO_FILE`: with `CRASH_EDIT_AT=N` it prints
