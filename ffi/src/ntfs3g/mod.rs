@@ -1032,8 +1032,12 @@ impl Ntfs3g {
                 if dst_dir_mft == src_dir_mft && dst_name == src_name {
                     return Ok(());
                 }
-                // Another name of the same file (a case-only change or a hard link): add the
-                // new name, then drop the old one.
+                let case_only = dst_dir_mft == src_dir_mft
+                    && dst_name.to_lowercase() == src_name.to_lowercase();
+                if !case_only {
+                    // Two hard links of one file: rename(2) leaves both in place.
+                    return Ok(());
+                }
                 same_file = true;
             } else {
                 if dst_mft < FILE_FIRST_USER {
@@ -1065,10 +1069,7 @@ impl Ntfs3g {
                 self.delete(dst, dir, dst_name, to)?;
             }
         }
-        if same_file
-            && dst_dir_mft == src_dir_mft
-            && dst_name.to_lowercase() == src_name.to_lowercase()
-        {
+        if same_file {
             // A case-only rename: the new name would collide with the old one in the index
             // lookup, so drop the old name first, keeping the file alive with a temporary one.
             let tmp = format!(".rehost-rename-{src_mft}");

@@ -356,3 +356,76 @@ fn hiberfil_is_refused_without_writing() {
     );
     assert_eq!(hash(&*dev), before);
 }
+
+/// Hostile volumes: byte flips in the boot sector and the first MFT records of a populated
+/// volume (a fixed-seed PRNG) must give errors, never a panic or a crash, through mount,
+/// listing, reading and writing.
+#[test]
+fn mutated_volumes_fail_cleanly() {
+    if !have_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let img = mkntfs(dir.path(), 8);
+    let fs = Ntfs3g::mount(open(&img), &MountOptions::new()).expect("mount");
+    fs.create("/d", NewKind::Directory).expect("mkdir");
+    for i in 0..40 {
+        let p = format!("/d/f{i}");
+        fs.create(&p, NewKind::File).expect("create");
+        fs.write_at(&p, 0, &vec![u8::try_from(i).expect("small"); 3000])
+            .expect("write");
+    }
+    fs.umount().expect("umount");
+    let good = std::fs::read(&img).expect("read");
+    let cluster = u64::from(u16::from_le_bytes([good[0x0b], good[0x0c]])) * u64::from(good[0x0d]);
+    let mft = usize::try_from(
+        u64::from_le_bytes(good[0x30..0x38].try_into().expect("8 bytes")) * cluster,
+    )
+    .expect("fits");
+    let mut seed = 0x6d75_7461_7465_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut outcomes = [0usize; 2];
+    for _ in 0..300 {
+        let mut bytes = good.clone();
+        for _ in 0..1 + next() % 8 {
+            let at = if next() % 8 == 0 {
+                usize::try_from(next() % 512).expect("fits")
+            } else {
+                mft + usize::try_from(next() % (64 * 1024)).expect("fits")
+            };
+            bytes[at] ^= u8::try_from(1 + next() % 255).expect("byte");
+        }
+        let dev = Arc::new(MemDisk::from_vec(bytes));
+        let Ok(fs) = Ntfs3g::mount(dev, &MountOptions::new()) else {
+            outcomes[0] += 1;
+            continue;
+        };
+        outcomes[1] += 1;
+        for d in ["/", "/d"] {
+            if let Ok(entries) = fs.read_dir(d, 10_000) {
+                for e in entries.iter().take(50) {
+                    let p = if d == "/" {
+                        format!("/{}", e.name)
+                    } else {
+                        format!("{d}/{}", e.name)
+                    };
+                    let _ = fs.stat(&p);
+                    let mut buf = [0u8; 4096];
+                    let _ = fs.read_at(&p, 0, &mut buf);
+                }
+            }
+        }
+        let _ = fs.create("/d/new", NewKind::File);
+        let _ = fs.write_at("/d/new", 0, b"x");
+        let _ = fs.rename("/d/f1", "/g1");
+        let _ = fs.unlink("/d/f2");
+        let _ = fs.umount();
+    }
+    // Both outcomes occur: the mutations reach what libntfs-3g checks and what it uses.
+    assert!(outcomes.iter().all(|&n| n > 0), "{outcomes:?}");
+}

@@ -935,3 +935,39 @@ fn unclean_and_fast_startup_logfiles_are_refused_even_forced() {
         assert_eq!(hash(&*dev), before, "{needle}");
     }
 }
+
+#[test]
+fn writes_through_an_undo_transaction_roll_back_to_the_original_bytes() {
+    if !have_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let img = mkntfs(dir.path(), 32);
+    let original = std::fs::read(&img).expect("read image");
+    let undo = dir.path().join("ntfs.undo");
+    let file = Arc::new(RawFile::open(&img, Access::ReadWrite).expect("open"));
+    let txn = Arc::new(disk::txn::Transaction::begin(file, &undo).expect("begin"));
+    let fs = NtfsRw::open_rw(txn.clone(), WriteOptions::new()).expect("open_rw");
+    fs.mkdir_p(b"/Windows/System32/drivers", &NewFileAttrs::dir())
+        .expect("mkdir_p");
+    fs.write_file_path(
+        b"/Windows/System32/drivers/viostor.sys",
+        &[0x5a; 300_000],
+        &NewFileAttrs::file(),
+    )
+    .expect("write");
+    fs.flush().expect("flush");
+    drop(fs);
+    assert_ne!(
+        std::fs::read(&img).expect("read image"),
+        original,
+        "the edit reached the disk"
+    );
+    let txn = Arc::try_unwrap(txn).unwrap_or_else(|_| panic!("the writer still holds the device"));
+    txn.rollback().expect("rollback");
+    assert!(
+        std::fs::read(&img).expect("read image") == original,
+        "rolled back byte for byte"
+    );
+    ntfsfix_clean(&img);
+}
