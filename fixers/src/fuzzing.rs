@@ -4,6 +4,8 @@ pub use crate::fixers::initramfs::fuzzing::{
     fuzz_cpio, fuzz_initramfs, fuzz_kmod_index, fuzz_modinfo,
 };
 
+pub use crate::fixers::fuzz_windows;
+
 /// Parses `data` as a recipe (lossy UTF-8) and lints it.
 pub fn fuzz_recipe(data: &[u8]) {
     let text = String::from_utf8_lossy(data);

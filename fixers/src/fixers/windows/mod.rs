@@ -19,6 +19,8 @@ use inspect::report::WindowsReport;
 use super::FixContext;
 use crate::{Change, Error, Result};
 
+#[doc(hidden)]
+pub(crate) mod fuzz;
 pub(crate) mod hypervisor;
 pub(crate) mod policy;
 pub(crate) mod registry;
@@ -381,7 +383,6 @@ pub(crate) fn resolve_ccs(key: &str, ccs: &str) -> String {
     }
 }
 
-#[cfg(test)]
 pub(crate) mod testkit;
 #[cfg(test)]
 mod tests;

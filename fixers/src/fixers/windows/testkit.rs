@@ -1,12 +1,17 @@
 //! Synthetic Windows guests for the Windows fixers' tests: a [`MemFs`] with SYSTEM and SOFTWARE
 //! hives built by `hive::testkit`, and a matching inspection report.
 
+#[cfg(test)]
 use hive::ValueType;
+#[cfg(test)]
 use hive::testkit::HiveBuilder;
 use inspect::report::{Report, WindowsReport};
 
+#[cfg(test)]
 use super::{multi_sz, sz};
-use crate::testkit::{MemFs, SyntheticOs, synthetic_report};
+#[cfg(test)]
+use crate::testkit::MemFs;
+use crate::testkit::{SyntheticOs, synthetic_report};
 
 /// The Windows version of a synthetic guest.
 #[derive(Debug, Clone, Copy)]
@@ -17,18 +22,21 @@ pub(crate) struct WinVersion {
     pub(crate) product: &'static str,
 }
 
+#[cfg(test)]
 pub(crate) const WIN2008R2: WinVersion = WinVersion {
     major: 6,
     minor: 1,
     build: 7601,
     product: "Windows Server 2008 R2 Standard",
 };
+#[cfg(test)]
 pub(crate) const WIN2012R2: WinVersion = WinVersion {
     major: 6,
     minor: 3,
     build: 9600,
     product: "Windows Server 2012 R2 Standard",
 };
+#[cfg(test)]
 pub(crate) const WIN2016: WinVersion = WinVersion {
     major: 10,
     minor: 0,
@@ -41,6 +49,7 @@ pub(crate) const WIN2019: WinVersion = WinVersion {
     build: 17763,
     product: "Windows Server 2019 Standard",
 };
+#[cfg(test)]
 pub(crate) const WIN2022: WinVersion = WinVersion {
     major: 10,
     minor: 0,
@@ -48,6 +57,7 @@ pub(crate) const WIN2022: WinVersion = WinVersion {
     product: "Windows Server 2022 Standard",
 };
 
+#[cfg(test)]
 /// A SYSTEM hive like a VMware guest's: control set 1 with VMware services (vmci boot-start,
 /// VMTools automatic, vmmouse as a Mouse class upper filter), LSI_SAS, partmgr, CrashControl
 /// AutoReboot=1, and on 6.2+ a driver database with `oem0.inf`..`oem2.inf` in use.
@@ -131,6 +141,7 @@ pub(crate) fn system_hive(v: WinVersion) -> HiveBuilder {
     b
 }
 
+#[cfg(test)]
 /// A SOFTWARE hive with the version facts and the default `DevicePath`.
 pub(crate) fn software_hive(v: WinVersion) -> Vec<u8> {
     let cv = "Microsoft\\Windows NT\\CurrentVersion";
@@ -151,6 +162,7 @@ pub(crate) fn software_hive(v: WinVersion) -> Vec<u8> {
         .build()
 }
 
+#[cfg(test)]
 /// A guest with `/Windows/System32/config/{SYSTEM,SOFTWARE}`, `System32/drivers`, `INF` (with
 /// `oem0.inf` and `oem5.inf`) and, on 6.2+, `System32/DriverStore/FileRepository`.
 pub(crate) fn guest(v: WinVersion, system: &[u8]) -> MemFs {
