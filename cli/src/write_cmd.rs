@@ -119,18 +119,19 @@ pub(crate) struct WriteOpts {
     #[arg(long)]
     pub(crate) dry_run: bool,
     /// Write even to a filesystem marked dirty (unclean unmount, journal needing recovery).
-    /// Hibernated Windows volumes are refused regardless.
+    /// Hibernated Windows volumes are refused regardless. For `reg`, also drop a hive's pending
+    /// log data that its .LOG1/.LOG2 files cannot replay.
     #[arg(long)]
     pub(crate) force: bool,
-    /// Leave IMAGE untouched: create NEW.qcow2, a qcow2 overlay backed by IMAGE, and write
-    /// every change there. Without it, IMAGE is changed in place and IMAGE.rehost-undo keeps
-    /// the originals for `rehost undo`.
+    /// Leave DISK untouched: create NEW.qcow2, a qcow2 overlay backed by DISK, and write every
+    /// change there. Without it, DISK is changed in place and DISK.rehost-undo keeps the
+    /// originals for `rehost undo`.
     #[arg(long, value_name = "NEW.qcow2")]
     pub(crate) output: Option<PathBuf>,
     /// Replace the --output file if it exists.
     #[arg(long, requires = "output")]
     pub(crate) overwrite: bool,
-    /// Journal the originals to FILE instead of IMAGE.rehost-undo (needed for NBD targets).
+    /// Journal the originals to FILE instead of DISK.rehost-undo (needed for NBD targets).
     #[arg(long, value_name = "FILE", conflicts_with = "output")]
     pub(crate) undo_file: Option<PathBuf>,
     /// Change this device's filesystem (`/dev/sda1`) instead of the operating system's root
@@ -462,8 +463,8 @@ fn undo_path(disk_arg: &str, opts: &WriteOpts) -> anyhow::Result<PathBuf> {
     }
     if disk::nbd::is_nbd_uri(disk_arg) {
         return Err(UsageError(
-            "an NBD target needs --undo-file FILE (or --output NEW.qcow2 is not possible either: \
-             use an image file)"
+            "an NBD target needs --undo-file FILE: there is no directory next to an export to \
+             keep DISK.rehost-undo in"
                 .into(),
         )
         .into());

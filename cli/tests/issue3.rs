@@ -485,26 +485,30 @@ fn set_ntfs_dirty(img: &std::path::Path) {
     let mut d = std::fs::read(img).unwrap();
     let bps = u64::from(u16::from_le_bytes([d[0x0b], d[0x0c]]));
     let cluster = bps * u64::from(d[0x0d]);
-    let mft = u64::from_le_bytes(d[0x30..0x38].try_into().unwrap()) * cluster;
     let cpr = d[0x40] as i8;
     let rec = if cpr < 0 {
         1u64 << (-cpr)
     } else {
         cpr as u64 * cluster
     };
-    let r = usize::try_from(mft + 3 * rec).unwrap();
-    assert_eq!(&d[r..r + 4], b"FILE");
-    let mut a = r + usize::from(u16::from_le_bytes([d[r + 0x14], d[r + 0x15]]));
-    loop {
-        let ty = u32::from_le_bytes(d[a..a + 4].try_into().unwrap());
-        assert_ne!(ty, 0xffff_ffff, "no VOLUME_INFORMATION in $Volume");
-        if ty == 0x70 {
-            let v = a + usize::from(u16::from_le_bytes([d[a + 0x14], d[a + 0x15]]));
-            assert_ne!((v + 0x0a) % 512, 510, "flags under a fixup");
-            d[v + 0x0a] |= 1;
-            break;
+    // $MFT (LCN at 0x30) and its mirror $MFTMirr (LCN at 0x38) both hold record 3; libntfs-3g
+    // refuses a volume whose two copies differ.
+    for lcn_at in [0x30, 0x38] {
+        let lcn = u64::from_le_bytes(d[lcn_at..lcn_at + 8].try_into().unwrap());
+        let r = usize::try_from(lcn * cluster + 3 * rec).unwrap();
+        assert_eq!(&d[r..r + 4], b"FILE");
+        let mut a = r + usize::from(u16::from_le_bytes([d[r + 0x14], d[r + 0x15]]));
+        loop {
+            let ty = u32::from_le_bytes(d[a..a + 4].try_into().unwrap());
+            assert_ne!(ty, 0xffff_ffff, "no VOLUME_INFORMATION in $Volume");
+            if ty == 0x70 {
+                let v = a + usize::from(u16::from_le_bytes([d[a + 0x14], d[a + 0x15]]));
+                assert_ne!((v + 0x0a - r) % 512, 510, "flags under a fixup");
+                d[v + 0x0a] |= 1;
+                break;
+            }
+            a += usize::try_from(u32::from_le_bytes(d[a + 4..a + 8].try_into().unwrap())).unwrap();
         }
-        a += usize::try_from(u32::from_le_bytes(d[a + 4..a + 8].try_into().unwrap())).unwrap();
     }
     std::fs::write(img, d).unwrap();
 }
@@ -550,6 +554,22 @@ fn issue3_refusals_leave_the_image_unchanged() {
         assert_eq!(code, 1, "{what}: {err}");
         assert!(err.contains("refusing to write"), "{what}: {err}");
         assert!(err.contains("was not changed"), "{what}: {err}");
+        // --force writes anyway, and `rehost undo` still restores the image exactly.
+        let (code, out, err) = run(&[
+            "cp",
+            "--force",
+            "--device",
+            "/dev/sda",
+            l,
+            &format!("{s}:/f"),
+        ]);
+        assert_eq!(code, 0, "{what}: {err}");
+        assert!(out.starts_with("create /f (1 bytes"), "{what}: {out}");
+        let (code, out, _) = run(&["cat", "--device", "/dev/sda", &format!("{s}:/f")]);
+        assert_eq!((code, out.as_str()), (0, "x"), "{what}");
+        let (code, _, err) = run(&["undo", s]);
+        assert_eq!(code, 0, "{what}: {err}");
+        assert_eq!(digest(img), before, "{what}: undo after a forced write");
     }
 
     // A hive with pending log data (and no logs to replay it).
