@@ -337,10 +337,15 @@ fn read_lossy(ctx: &FixContext<'_>, p: &GuestPath) -> Result<Option<String>> {
         Some((FileType::Regular, _)) => {}
         _ => return Ok(None),
     }
-    let bytes = ctx
+    match ctx
         .fs
-        .read_file(&p.to_bytes(), super::MAX_FILE_BYTES as u64)?;
-    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+        .read_file(&p.to_bytes(), super::MAX_FILE_BYTES as u64)
+    {
+        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+        // Not a unit or preset file anyone wrote by hand: ignored like a missing one.
+        Err(guestfs::Error::LimitExceeded { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Installed package names from a dpkg status file (paragraphs of `Package:` and `Status:`;
@@ -385,10 +390,15 @@ impl Scan {
         }
         let dpkg = match ctx.fs.stat_path(DPKG_STATUS.as_bytes()) {
             Ok(m) if m.file_type == FileType::Regular => {
-                let bytes = ctx
+                match ctx
                     .fs
-                    .read_file(DPKG_STATUS.as_bytes(), MAX_DPKG_STATUS_BYTES)?;
-                Some(dpkg_installed(&String::from_utf8_lossy(&bytes)))
+                    .read_file(DPKG_STATUS.as_bytes(), MAX_DPKG_STATUS_BYTES)
+                {
+                    Ok(bytes) => Some(dpkg_installed(&String::from_utf8_lossy(&bytes))),
+                    // Too big to believe: as without a database, the script asks dpkg-query.
+                    Err(guestfs::Error::LimitExceeded { .. }) => None,
+                    Err(e) => return Err(e.into()),
+                }
             }
             _ => None,
         };
@@ -1305,7 +1315,14 @@ mod tests {
             }],
         };
         assert_eq!(crate::apply(&p, g).unwrap(), out.changes.len());
-        assert_eq!(plan_on(g, &[]), Outcome::default(), "second plan not empty");
+        let again = plan_on(g, &[]);
+        assert_eq!(again.changes, vec![], "second plan not empty");
+        // Only what cannot be done is said again.
+        assert!(
+            again.notes.iter().all(|n| n.contains(" not ")),
+            "{:?}",
+            again.notes
+        );
     }
 
     fn del(p: &str) -> Change {
@@ -1996,5 +2013,284 @@ mod tests {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success(), "systemd-analyze verify: {err}");
         assert!(!err.contains("rehost-firstboot.service:"), "{err}");
+    }
+
+    /// Writes `g` below `root` (directories, files with their modes, symlinks as they are).
+    fn materialize(g: &MemFs, dir: &GuestPath, root: &std::path::Path) {
+        use guestfs::FsRead;
+        for e in g.read_dir(dir).unwrap() {
+            let p = dir.join_name(&e.name).unwrap();
+            let host = root.join(p.to_string().trim_start_matches('/'));
+            match e.file_type {
+                FileType::Directory => {
+                    std::fs::create_dir_all(&host).unwrap();
+                    materialize(g, &p, root);
+                }
+                FileType::Symlink => {
+                    let t = String::from_utf8(g.read_link(&p).unwrap()).unwrap();
+                    std::os::unix::fs::symlink(t, &host).unwrap();
+                }
+                _ => {
+                    std::fs::write(&host, g.file(&p.to_string()).unwrap()).unwrap();
+                    std::fs::set_permissions(
+                        &host,
+                        std::os::unix::fs::PermissionsExt::from_mode(g.lstat(&p).unwrap().mode),
+                    )
+                    .unwrap();
+                }
+            }
+        }
+    }
+
+    /// Copies host program `name` (and the libraries `ldd` lists) into `root`.
+    fn install_program(root: &std::path::Path, name: &str, as_path: &str) {
+        let o = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {name}")])
+            .output()
+            .unwrap();
+        let bin = String::from_utf8(o.stdout).unwrap().trim().to_owned();
+        let ldd = std::process::Command::new("ldd")
+            .arg(&bin)
+            .output()
+            .unwrap();
+        let mut files = vec![(bin, as_path.to_owned())];
+        for l in String::from_utf8_lossy(&ldd.stdout).lines() {
+            let path = l
+                .split_whitespace()
+                .find(|w| w.starts_with('/'))
+                .map(str::to_owned);
+            if let Some(path) = path {
+                files.push((path.clone(), path));
+            }
+        }
+        for (from, to) in files {
+            let dst = root.join(to.trim_start_matches('/'));
+            std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+            if !dst.exists() {
+                std::fs::copy(&from, &dst).unwrap();
+            }
+        }
+    }
+
+    const STUB_DPKG_QUERY: &str = "#!/bin/sh\nfor a in \"$@\"; do p=$a; done\ncase $p in \
+        open-vm-tools) printf 'install ok installed' ;; *) exit 1 ;; esac\n";
+    const STUB_APT_GET: &str = "#!/bin/sh\necho \"$DEBIAN_FRONTEND $*\" >>/apt.log\n\
+        st=$(cat /apt.status)\n[ \"$st\" = 0 ] || exit \"$st\"\n\
+        rm -f /lib/systemd/system/open-vm-tools.service \
+        '/lib/systemd/system/run-vmblock\\x2dfuse.mount'\n";
+
+    /// The planned and applied Debian guest, written to a host directory with a shell, the
+    /// tools the script uses and stub `apt-get`/`dpkg-query`; `None` if that cannot be done here.
+    fn chroot_guest(apt_status: u8) -> Option<tempfile::TempDir> {
+        // chroot(2) and mknod(2) need root.
+        let uid = std::process::Command::new("id").arg("-u").output().ok()?;
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            eprintln!("skipping: chroot needs root");
+            return None;
+        }
+        for t in ["chroot", "ldd", "dash"] {
+            if !have(t) {
+                eprintln!("skipping: {t} not found");
+                return None;
+            }
+        }
+        let mut g = debian_vmware();
+        let out = plan_on(&g, &[]);
+        apply_and_replan(&mut g, &out);
+        let root = tempfile::tempdir().unwrap();
+        materialize(&g, &GuestPath::root(), root.path());
+        install_program(root.path(), "dash", "/bin/sh");
+        for p in ["rm", "cat", "mkdir", "touch", "rmdir", "readlink", "date"] {
+            install_program(root.path(), p, &format!("/bin/{p}"));
+        }
+        for (name, text) in [("dpkg-query", STUB_DPKG_QUERY), ("apt-get", STUB_APT_GET)] {
+            let p = root.path().join("usr/bin").join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+        }
+        std::fs::write(root.path().join("apt.status"), apt_status.to_string()).unwrap();
+        std::fs::create_dir_all(root.path().join("var/log")).unwrap();
+        std::fs::create_dir_all(root.path().join("dev")).unwrap();
+        let null = root.path().join("dev/null");
+        let mk = std::process::Command::new("mknod")
+            .arg(&null)
+            .args(["c", "1", "3"])
+            .status()
+            .ok()?;
+        if !mk.success() {
+            eprintln!("skipping: mknod /dev/null failed");
+            return None;
+        }
+        std::fs::set_permissions(&null, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .unwrap();
+        Some(root)
+    }
+
+    fn run_firstboot(root: &std::path::Path) -> i32 {
+        let o = std::process::Command::new("chroot")
+            .arg(root)
+            .arg("/usr/libexec/rehost/firstboot.sh")
+            .output()
+            .unwrap();
+        assert!(o.stdout.is_empty() && o.stderr.is_empty(), "{o:?}");
+        let code = o.status.code().unwrap();
+        if code > 1 {
+            panic!(
+                "status {code}: {}",
+                read(root, "/var/log/rehost-firstboot.log")
+            );
+        }
+        code
+    }
+
+    fn is_link(root: &std::path::Path, p: &str) -> bool {
+        std::fs::symlink_metadata(root.join(p.trim_start_matches('/')))
+            .is_ok_and(|m| m.file_type().is_symlink())
+    }
+
+    fn read(root: &std::path::Path, p: &str) -> String {
+        std::fs::read_to_string(root.join(p.trim_start_matches('/'))).unwrap_or_default()
+    }
+
+    #[test]
+    fn firstboot_script_removes_packages_unmasks_and_deletes_itself() {
+        let Some(root) = chroot_guest(100) else {
+            return;
+        };
+        let r = root.path();
+        // First boot: apt-get fails; the script stays for the next boot.
+        assert_eq!(run_firstboot(r), 1);
+        assert_eq!(read(r, "/var/lib/rehost/firstboot.tries"), "1\n");
+        assert!(r.join("usr/libexec/rehost/firstboot.sh").exists());
+        assert!(!r.join("var/lib/rehost/firstboot.done").exists());
+        // Second boot: it works.
+        std::fs::write(r.join("apt.status"), "0").unwrap();
+        assert_eq!(run_firstboot(r), 0);
+        assert_eq!(
+            read(r, "/apt.log"),
+            "noninteractive purge -y -o DPkg::Lock::Timeout=300 open-vm-tools\n".repeat(2)
+        );
+        // Masks of units that left with the package are gone; vgauth's unit stayed, so does
+        // its mask.
+        assert!(!is_link(r, "/etc/systemd/system/open-vm-tools.service"));
+        assert!(!is_link(
+            r,
+            "/etc/systemd/system/run-vmblock\\x2dfuse.mount"
+        ));
+        assert!(is_link(r, "/etc/systemd/system/vgauth.service"));
+        // Done, and gone.
+        assert!(r.join("var/lib/rehost/firstboot.done").exists());
+        assert!(!r.join("var/lib/rehost/firstboot.tries").exists());
+        for p in [
+            "etc/systemd/system/rehost-firstboot.service",
+            "etc/systemd/system/multi-user.target.wants/rehost-firstboot.service",
+            "usr/libexec/rehost",
+        ] {
+            assert!(std::fs::symlink_metadata(r.join(p)).is_err(), "{p} left");
+        }
+        assert!(is_link(
+            r,
+            "/etc/systemd/system/multi-user.target.wants/ssh.service"
+        ));
+        let log = read(r, "/var/log/rehost-firstboot.log");
+        let lines: Vec<&str> = log
+            .lines()
+            .map(|l| l.splitn(4, ' ').nth(3).unwrap_or(l))
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                "start",
+                "removing: open-vm-tools",
+                "failed with status 100 (try 1 of 3); trying again next boot",
+                "start",
+                "removing: open-vm-tools",
+                "unmasked open-vm-tools.service",
+                "unmasked run-vmblock\\x2dfuse.mount",
+                "done",
+            ],
+            "{log}"
+        );
+    }
+
+    #[test]
+    fn firstboot_script_gives_up_after_three_boots() {
+        let Some(root) = chroot_guest(100) else {
+            return;
+        };
+        let r = root.path();
+        assert_eq!(run_firstboot(r), 1);
+        assert_eq!(run_firstboot(r), 1);
+        assert_eq!(run_firstboot(r), 0);
+        assert_eq!(read(r, "/apt.log").lines().count(), 3);
+        assert!(r.join("var/lib/rehost/firstboot.done").exists());
+        assert!(!r.join("usr/libexec/rehost/firstboot.sh").exists());
+        // The packages are still there, so are the masks.
+        assert!(is_link(r, "/etc/systemd/system/open-vm-tools.service"));
+        assert!(
+            read(r, "/var/log/rehost-firstboot.log")
+                .contains("failed with status 100 3 times; giving up, the masks stay\n")
+        );
+    }
+
+    /// Hostile guests: mutated unit files, dpkg status, presets and link names never make the
+    /// fixer panic, and whatever it plans applies cleanly and is idempotent.
+    #[test]
+    fn mutated_guests_never_panic_and_stay_idempotent() {
+        const FILES: &[&str] = &[
+            "/lib/systemd/system/open-vm-tools.service",
+            "/lib/systemd/system/vgauth.service",
+            "/var/lib/dpkg/status",
+            "/lib/systemd/system-preset/90-default.preset",
+        ];
+        const LINKS: &[&str] = &[
+            "S01open-vm-tools",
+            "S1open-vm-tools",
+            "S99vmware-tools",
+            "Sxxopen-vm-tools",
+            "S00open-vm-tools",
+            "K01open-vm-tools",
+            "S01",
+            "S01open-vm-tools\u{e9}",
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let pick = |r: u64, n: usize| usize::try_from(r % n as u64).unwrap();
+        for i in 0..1000u32 {
+            let mut g = debian_vmware();
+            g.add_file(
+                "/lib/systemd/system-preset/90-default.preset",
+                b"enable open-vm-tools.service\ndisable *\n",
+            );
+            let f = FILES[pick(next(), FILES.len())];
+            let mut b = g.file(f).unwrap().to_vec();
+            let at = pick(next(), b.len());
+            match i % 3 {
+                0 => b.truncate(at),
+                1 => b[at] = u8::try_from(next() >> 56).unwrap(),
+                _ => b.insert(at, b'\n'),
+            }
+            g.add_file(f, &b);
+            let l = LINKS[pick(next(), LINKS.len())];
+            g.add_symlink(&format!("/etc/rc3.d/{l}"), &format!("../init.d/{l}"));
+            if i % 5 == 0 {
+                g.add_symlink(
+                    "/etc/systemd/system/vgauth.service",
+                    "/lib/systemd/system/x",
+                );
+            }
+            if i % 7 == 0 {
+                g.add_file("/etc/systemd/system/open-vm-tools.service", b"[Service]\n");
+            }
+            let out = plan_on(&g, &[]);
+            let _ = out.notes.join("; ");
+            apply_and_replan(&mut g, &out);
+        }
     }
 }
