@@ -19,19 +19,19 @@ network in PCI slot 3 (so a guest with predictable names calls it ens3) with MAC
 otherwise qemu's software emulation (TCG) runs the guest, which is slow: allow a few minutes.
 
 The guest's serial console is captured (--keep-log keeps it) and, while the guest prints on the \
-VGA text console only (no console=ttyS0), the text screen is read too. The boot is judged from \
-what they show:
-  booted           a login prompt, or the line `REHOST-BOOTCHECK root=... ifaces=... \
-modules=...` printed by a guest-side check (rehost's test images have one); with --until any \
-(the default), after the first of them rehost waits up to --settle seconds for the other; \
-with --expect REGEX, a console line matching REGEX
-  kernel-panic     `Kernel panic - not syncing`
-  initramfs-shell  the initramfs gave up on the root device and dropped to a shell (the \
-report quotes the line naming the missing device)
+VGA text console only (no console=ttyS0), the text screen is read too. Verdicts:
+  booted           a login prompt, or the guest-side check line (see below)
+  kernel-panic     \"Kernel panic - not syncing\"
+  initramfs-shell  the initramfs did not find the root device and dropped to a shell
   emergency-mode   systemd's emergency or rescue mode
   timeout          none of the above within --timeout seconds
   qemu-exited      the emulator stopped (reboot, power-off, start-up error)
-Then the VM is powered off.
+The guest-side check is a line `REHOST-BOOTCHECK root=DEV ifaces=NAME:ADDR,... modules=...` \
+that rehost's test images print on ttyS0 once the network is up. With --until any (the \
+default) the first of login prompt and check line counts, after waiting up to --settle \
+seconds for the other so the report carries both; --until login or --until check require \
+one; --expect REGEX instead requires a console line matching REGEX. For initramfs-shell the \
+report quotes the line naming the missing device. Then the VM is powered off.
 
 The volume is never changed: the guest writes to a throw-away overlay (qemu snapshot=on) unless \
 --writable is given. No guest code runs on the host.

@@ -52,9 +52,12 @@ impl BootCheck {
     /// may print more); a line without `root=` is not a check line.
     #[must_use]
     pub fn parse(line: &str) -> Option<Self> {
-        let rest = &line[line.find(CHECK_MARKER)? + CHECK_MARKER.len()..];
+        let at = line.find(CHECK_MARKER)?;
+        // OK to slice: `at` and the marker's length fall on char boundaries of `line`.
+        let rest = &line[at + CHECK_MARKER.len()..];
         let mut check = Self {
-            line: line.trim().to_owned(),
+            // From the marker on: a getty's prompt without a newline may precede it.
+            line: line[at..].trim().to_owned(),
             ..Self::default()
         };
         let mut has_root = false;
@@ -146,6 +149,23 @@ enum Seen {
     Nothing,
 }
 
+/// Whether `line` shows a getty's login prompt: `HOST login:` at its end, or followed by other
+/// output on the same line (the prompt has no newline, so the next message joins it).
+fn has_login_prompt(line: &str) -> bool {
+    let t = line.trim();
+    if t == "login:" || t.ends_with(" login:") {
+        return true;
+    }
+    t.split_once(" login: ").is_some_and(|(host, _)| {
+        // A host name, not "Last login: …" (printed after a login, which rehost never does).
+        host != "Last"
+            && !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+    })
+}
+
 /// Classifies one console line (escape sequences already stripped).
 fn classify(line: &str) -> Seen {
     let t = line.trim();
@@ -165,7 +185,7 @@ fn classify(line: &str) -> Seen {
     if t.contains("You are in emergency mode") || t.contains("You are in rescue mode") {
         return Seen::Fail(FailureKind::EmergencyMode);
     }
-    if t.ends_with(" login:") || t == "login:" {
+    if has_login_prompt(t) {
         return Seen::Login;
     }
     // systemd also runs inside dracut initramfs images, so only lines that follow the switch to
@@ -286,8 +306,17 @@ impl Watch {
                 self.root_complaint = Some(line.trim().to_owned());
             }
         }
+        let seen = classify(line);
+        if has_login_prompt(line) && seen != Seen::Login {
+            // A prompt joined by the next output (the check line) on one line.
+            self.note_seen(&Seen::Login, line);
+        }
+        self.note_seen(&seen, line);
+    }
+
+    fn note_seen(&mut self, seen: &Seen, line: &str) {
         let r = &mut self.reached;
-        match classify(line) {
+        match seen.clone() {
             Seen::Bootloader => r.bootloader = true,
             Seen::Kernel => {
                 r.bootloader = true;
@@ -442,7 +471,7 @@ debian12-boot login: REHOST-BOOTCHECK root=/dev/vda1 ifaces=ens3:10.0.2.15/24 mo
                 bootloader: true,
                 kernel_started: true,
                 root_mounted: true,
-                login_prompt: false,
+                login_prompt: true,
                 check_marker: true,
             }
         );
@@ -469,6 +498,26 @@ debian12-boot login: REHOST-BOOTCHECK root=/dev/vda1 ifaces=ens3:10.0.2.15/24 mo
                 .iter()
                 .any(|l| l == "Welcome to Debian GNU/Linux 12 (bookworm)!")
         );
+    }
+
+    // Recorded: the getty's prompt has no newline, so the check line joins it.
+    #[test]
+    fn login_prompt_joined_by_the_check_line() {
+        let w = feed(
+            "Debian GNU/Linux 12 debian12-boot ttyS0\r\n\r\ndebian12-boot login: REHOST-BOOTCHECK root=/dev/sda1 ifaces=ens3:none modules=virtio,virtio_net\r\n",
+        );
+        let r = w.reached();
+        assert!(r.login_prompt && r.check_marker && r.root_mounted);
+        let c = w.check().unwrap();
+        assert_eq!(
+            c.line,
+            "REHOST-BOOTCHECK root=/dev/sda1 ifaces=ens3:none modules=virtio,virtio_net"
+        );
+        assert_eq!(c.root, "/dev/sda1");
+        // Not prompts: words before "login:" with spaces, or "login:" inside a sentence.
+        assert!(!has_login_prompt("Last login: Sun Nov 22 on ttyS0"));
+        assert!(!has_login_prompt("pam: failed login: x"));
+        assert!(has_login_prompt("host login:"));
     }
 
     #[test]

@@ -298,6 +298,18 @@ impl BootOptions {
         self
     }
 
+    /// Sets the success pattern (`--expect`): a console line matching it means booted.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] if `pattern` is not a valid regular expression.
+    pub fn expect(mut self, pattern: &str) -> Result<Self> {
+        self.expect =
+            Some(regex::Regex::new(pattern).map_err(|e| {
+                Error::Usage(format!("expect pattern {pattern:?} is invalid: {e}"))
+            })?);
+        Ok(self)
+    }
+
     /// Checks the values a caller could get wrong.
     ///
     /// # Errors
@@ -404,6 +416,19 @@ mod tests {
                 ..BootOptions::default()
             }),
             "usage: cpus 0 out of range 1..=64"
+        );
+        let e = BootOptions::default().expect("(").unwrap_err().to_string();
+        assert!(
+            e.starts_with("usage: expect pattern \"(\" is invalid: "),
+            "{e}"
+        );
+        assert!(
+            BootOptions::default()
+                .expect("login:")
+                .unwrap()
+                .expect
+                .unwrap()
+                .is_match("x login:")
         );
         assert_eq!(
             bad(BootOptions::default().timeout(Duration::ZERO)),
