@@ -925,3 +925,79 @@ fn issue3_reg_replays_pending_log_data_before_editing() {
         "{hx}"
     );
 }
+
+#[test]
+fn issue3_writes_to_qcow2_and_interrupted_runs() {
+    if !have("qemu-img") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("deb.qcow2");
+    std::fs::copy(images::build_qcow2("debian12-vmware").unwrap(), &img).unwrap();
+    let s = img.to_str().unwrap();
+    let original = digest(&img);
+    let local = dir.path().join("issue");
+    std::fs::write(&local, b"Debian on KVM\n").unwrap();
+    let l = local.to_str().unwrap();
+
+    // --dry-run --json: the plan as data, nothing written.
+    let (code, out, err) = run(&[
+        "cp",
+        "--dry-run",
+        "--json",
+        l,
+        &format!("{s}:/etc/hostname"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["mode"], "dry-run");
+    assert_eq!(v["written"], false);
+    assert_eq!(v["changes"][0]["op"], "replace");
+    assert_eq!(v["changes"][0]["path"], "/etc/hostname");
+    assert_eq!(v["changes"][0]["size"], 14);
+    assert_eq!(digest(&img), original);
+
+    // A qcow2 image changed in place: qemu-img check clean, new content readable, undo exact.
+    let (code, out, err) = run(&["cp", l, &format!("{s}:/etc/hostname")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("replace /etc/hostname (14 bytes, was 12)\n"),
+        "{out}"
+    );
+    tool("qemu-img", &["check", "-q", s]);
+    let (code, out, _) = run(&["cat", &format!("{s}:/etc/hostname")]);
+    assert_eq!((code, out.as_str()), (0, "Debian on KVM\n"));
+    let (code, _, err) = run(&["undo", s]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(digest(&img), original);
+    let (code, _, _) = run(&["undo", "--discard", s]);
+    assert_eq!(code, 0);
+
+    // An interrupted run (a transaction never committed) blocks new writes until undone.
+    let undo_file = disk::txn::undo_path_for(&img);
+    {
+        let q = disk::qcow2::Qcow2Image::open(
+            &img,
+            disk::open::Access::ReadWrite,
+            disk::open::BackingPolicy::deny(),
+        )
+        .unwrap();
+        let t = disk::txn::Transaction::begin(Arc::new(q), &undo_file).unwrap();
+        disk::BlockWrite::write_all_at(&t, 1 << 20, &[0xee; 4096]).unwrap();
+        disk::BlockWrite::flush(&t).unwrap();
+        // Dropped without commit: the undo file says the run never finished.
+    }
+    let interrupted = digest(&img);
+    let (code, _, err) = run(&["cp", l, &format!("{s}:/etc/hostname")]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("records an interrupted run; run `rehost undo"),
+        "{err}"
+    );
+    assert_eq!(digest(&img), interrupted);
+    let (code, _, err) = run(&["undo", s]);
+    assert_eq!(code, 0, "{err}");
+    tool("qemu-img", &["check", "-q", s]);
+    let (code, out, _) = run(&["cat", &format!("{s}:/etc/hostname")]);
+    assert_eq!((code, out.as_str()), (0, "debian12-vm\n"));
+}
