@@ -1,4 +1,5 @@
 //! ext2/3/4 reading over the `ext4-view` crate.
+//! Writing goes through libext2fs instead: see [`Ext4Rw`].
 //!
 //! `ext4-view` does the heavy lifting (extents, block maps, htree directories, journal replay in
 //! memory, checksums). This module adds what the rest of rehost needs around it:
