@@ -266,6 +266,12 @@ pub(crate) fn run_plan(
     opts: &WriteOpts,
     plan: impl FnOnce(&dyn FsRead, &str) -> anyhow::Result<Vec<Step>>,
 ) -> anyhow::Result<ExitCode> {
+    if opts.output.is_some() && disk::nbd::is_nbd_uri(disk_arg) {
+        return Err(UsageError(
+            "--output needs an image file as the source, not an NBD export".into(),
+        )
+        .into());
+    }
     let undo_file = if opts.output.is_some() {
         None
     } else {
@@ -330,12 +336,6 @@ pub(crate) fn run_plan(
     match (&opts.output, &undo_file) {
         (Some(output), _) => {
             let source = Path::new(disk_arg);
-            if disk::nbd::is_nbd_uri(disk_arg) {
-                return Err(UsageError(
-                    "--output needs an image file as the source, not an NBD export".into(),
-                )
-                .into());
-            }
             let ov = disk::overlay::create_overlay(
                 source,
                 output,

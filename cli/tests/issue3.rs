@@ -1001,3 +1001,54 @@ fn issue3_writes_to_qcow2_and_interrupted_runs() {
     let (code, out, _) = run(&["cat", &format!("{s}:/etc/hostname")]);
     assert_eq!((code, out.as_str()), (0, "debian12-vm\n"));
 }
+
+#[test]
+fn issue3_symlinks_stay_inside_the_guest() {
+    if !have("debugfs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = copy_image("ubuntu2204-uefi", dir.path());
+    let s = img.to_str().unwrap();
+    let local = dir.path().join("tool");
+    std::fs::write(&local, b"#!/bin/sh\n").unwrap();
+    let l = local.to_str().unwrap();
+    let discard = || assert_eq!(run(&["undo", "--discard", s]).0, 0);
+
+    // /bin -> usr/bin: a copy into /bin/ lands in /usr/bin, inside the guest.
+    let (code, out, err) = run(&["cp", "--mode", "755", l, &format!("{s}:/bin/")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("create /bin/tool (10 bytes, mode 0755)\n"),
+        "{out}"
+    );
+    discard();
+    // /etc/os-release -> ../usr/lib/os-release: cp replaces the target's contents; rm removes
+    // the link only.
+    let (code, out, err) = run(&["cp", l, &format!("{s}:/etc/os-release")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("replace /etc/os-release (10 bytes, was "),
+        "{out}"
+    );
+    discard();
+    let (code, out, err) = run(&["rm", &format!("{s}:/etc/os-release")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("remove /etc/os-release (21 bytes)\n"),
+        "{out}"
+    );
+    let root = dir.path().join("root.img");
+    extract(&img, 2, &root);
+    let r = root.to_str().unwrap();
+    let st = tool("debugfs", &["-R", "stat /usr/bin/tool", r]);
+    assert!(
+        String::from_utf8_lossy(&st.stdout).contains("Mode:  0755"),
+        "{st:?}"
+    );
+    let cat = tool("debugfs", &["-R", "cat /usr/lib/os-release", r]);
+    assert_eq!(cat.stdout, b"#!/bin/sh\n");
+    let ls = tool("debugfs", &["-R", "ls /etc", r]);
+    assert!(!String::from_utf8_lossy(&ls.stdout).contains("os-release"));
+    tool("e2fsck", &["-fn", r]);
+}
