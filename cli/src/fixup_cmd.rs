@@ -1,30 +1,61 @@
-//! `rehost fixup DISK --dry-run`: inspect, choose a recipe, and print the plan — every file the
-//! fix would change, with unified diffs. Applying the plan is not implemented yet: without
-//! `--dry-run` the command refuses, and nothing is written either way.
+//! `rehost fixup DISK`: inspect, choose a recipe, plan every change, apply it through the
+//! transaction layer, then inspect and plan again to prove the result.
+//!
+//! Order of work, chosen so a failure at any point leaves the disk as it was:
+//! 1. everything read-only: inspect, recipe, plan (a `--dry-run` stops here);
+//! 2. an empty plan ends the run without opening the disk for writing (a fixed disk stays
+//!    byte-identical, and its undo file is left alone);
+//! 3. an interrupted earlier run (an open undo file) is rolled back first; a committed undo
+//!    file is never replaced, because it is the only way back to the original;
+//! 4. the plan is applied inside a [`disk::txn::Transaction`]; any error rolls it back;
+//! 5. after the commit, the disk is inspected and planned again: the new plan must be empty.
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use disk::open::{OpenOptions, open};
-use fixers::{PlanOptions, RecipeSet};
+use disk::BlockWrite;
+use disk::open::{Access, OpenOptions, open};
+use disk::txn::{State, Transaction};
+use fixers::{FsApplier, Plan, PlanOptions, Recipe, RecipeSet};
+use guestfs::write::{FsWrite, WriteOptions};
 
 const LONG_ABOUT: &str = "\
-Make a migrated disk boot on KVM: inspect it, choose the recipe for its operating system, and \
-plan every change (block device names to UUID=, network configuration moved off the old NIC's \
-name and MAC, serial console, stale caches).
+Make a migrated disk boot on KVM: inspect it, choose the recipe for its operating system, plan \
+every change (block device names to UUID=, network configuration moved off the old NIC's name \
+and MAC, serial console, stale caches, and the recipe's other steps), apply the plan, and check \
+the result.
 
-Today only --dry-run is supported: it prints the plan (human text with unified diffs, or --json) \
-and writes nothing. Applying the plan through the transaction layer is being built; without \
---dry-run the command exits 2 without touching the disk.";
+Safety:
+  * Nothing is written before the plan is complete. --dry-run prints the plan (unified diffs of \
+every text file, a list of binary files; or --json) and stops.
+  * Every write goes through an undo journal, DISK.rehost-undo next to the image (or \
+--undo-file): the original of each block is saved and flushed before the block is changed. A \
+run that dies half-way is rolled back automatically by the next `rehost fixup`, or by \
+`rehost undo DISK`. After a successful run the undo file is kept: `rehost undo DISK` restores \
+the original byte for byte, `rehost undo DISK --discard` makes the changes permanent.
+  * A disk that already has a committed undo file is not touched again until that file is \
+undone or discarded, so the way back to the original is never lost.
+  * Dirty or hibernated filesystems are refused (--force accepts a dirty ext4 journal or NTFS \
+dirty flag; hibernation is always refused).
+  * After the commit the disk is inspected and planned again; the new plan must be empty. A \
+second run on a fixed disk therefore changes nothing and exits 0.
+
+Exit status: 0 fixed (or nothing to do), 1 refused or failed (the disk is as it was), 2 usage.
+
+Examples:
+  rehost fixup vm.img --dry-run
+  rehost fixup vm.qcow2 --net preserve
+  rehost fixup nbd://gateway:10809/vol1 --undo-file /var/lib/rehost/vol1.undo --json";
 
 /// Arguments of `rehost fixup`.
 #[derive(Debug, clap::Args)]
 #[command(long_about = LONG_ABOUT)]
 pub(crate) struct FixupArgs {
-    /// The disk: an image file or an NBD URI.
+    /// The disk: an image file (raw or qcow2) or an NBD URI.
     #[arg(value_name = "DISK")]
     disk: String,
     /// Print the plan and change nothing.
@@ -40,22 +71,30 @@ pub(crate) struct FixupArgs {
     /// NIC to DHCP (dhcp). Default: the recipe's.
     #[arg(long, value_name = "POLICY", value_parser = ["preserve", "dhcp"])]
     net: Option<String>,
-    /// Print the plan as JSON.
+    /// The target platform (only `kvm` today).
+    #[arg(long, value_name = "TARGET", default_value = "kvm", value_parser = ["kvm"])]
+    target: String,
+    /// Undo journal to write (default: DISK.rehost-undo next to an image file; required for an
+    /// NBD URI).
+    #[arg(long, value_name = "FILE")]
+    undo_file: Option<PathBuf>,
+    /// Write to a filesystem marked dirty (an ext4 journal needing recovery, the NTFS dirty
+    /// flag). Hibernated Windows volumes are refused regardless.
+    #[arg(long)]
+    force: bool,
+    /// Print the plan and the result as JSON.
     #[arg(long)]
     json: bool,
 }
 
-pub(crate) fn run(args: &FixupArgs) -> anyhow::Result<ExitCode> {
-    if !args.dry_run {
-        bail!(
-            "applying fixes is not supported yet; run `rehost fixup --dry-run {}` to see the plan \
-             (nothing was written)",
-            args.disk
-        );
-    }
-    let opened = open(&args.disk, &OpenOptions::new())
-        .with_context(|| format!("cannot open {}", args.disk))?;
-    let report = inspect::inspect(opened.read(), &args.disk, opened.format().name())?;
+/// Inspection, recipe and plan of one disk, all read-only.
+struct Planned {
+    plan: Plan,
+    recipe: String,
+}
+
+fn make_plan(args: &FixupArgs, dev: disk::SharedRead, format: &str) -> anyhow::Result<Planned> {
+    let report = inspect::inspect(dev.clone(), &args.disk, format)?;
     let Some(os) = report.operating_systems.first() else {
         bail!("no operating system found on {}", args.disk);
     };
@@ -64,18 +103,22 @@ pub(crate) fn run(args: &FixupArgs) -> anyhow::Result<ExitCode> {
         set.load_dir(dir)
             .with_context(|| format!("cannot load recipes from {}", dir.display()))?;
     }
-    let recipe = match &args.recipe {
+    let recipe: &Recipe = match &args.recipe {
         Some(name) => set
             .get(name)
             .with_context(|| format!("no recipe named {name:?}"))?,
-        None => *set.matching(&report, os).first().with_context(|| {
-            format!(
-                "no recipe matches {} {}.{} ({}); name one with --recipe",
-                os.distro, os.major_version, os.minor_version, os.os_type
-            )
-        })?,
+        None => set
+            .matching(&report, os)
+            .first()
+            .copied()
+            .with_context(|| {
+                format!(
+                    "no recipe matches {} {}.{} ({}); name one with --recipe",
+                    os.distro, os.major_version, os.minor_version, os.os_type
+                )
+            })?,
     };
-    let view = inspect::guest_view(opened.read(), None)
+    let view = inspect::guest_view(dev, None)
         .with_context(|| format!("cannot read the files of {}", args.disk))?;
     let mut opts = PlanOptions::default();
     if let Some(policy) = &args.net {
@@ -85,12 +128,201 @@ pub(crate) fn run(args: &FixupArgs) -> anyhow::Result<ExitCode> {
     }
     let plan = fixers::plan(recipe, &report, os, &view.fs, &opts)
         .with_context(|| format!("cannot plan recipe {}", recipe.name))?;
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        writeln!(out, "{}", plan.to_json())?;
-    } else {
-        write!(out, "{}", plan.render_human())?;
-        writeln!(out, "(dry run: nothing was written)")?;
+    Ok(Planned {
+        plan,
+        recipe: recipe.name.clone(),
+    })
+}
+
+fn undo_file_for(args: &FixupArgs) -> anyhow::Result<PathBuf> {
+    if let Some(f) = &args.undo_file {
+        return Ok(f.clone());
     }
-    Ok(ExitCode::SUCCESS)
+    if args.disk.contains("://") {
+        return Err(crate::write_cmd::UsageError(format!(
+            "{} is not a local file, so there is no place next to it for the undo journal; \
+             name one with --undo-file FILE",
+            args.disk
+        ))
+        .into());
+    }
+    Ok(disk::txn::undo_path_for(Path::new(&args.disk)))
+}
+
+/// What an earlier run left behind.
+enum Previous {
+    /// No undo file, or a settled rolled-back one.
+    Nothing,
+    /// An interrupted run, now rolled back.
+    RolledBack,
+    /// A committed run: its undo file is the only way back to the original.
+    Committed,
+}
+
+/// Rolls back an interrupted earlier run, and reports a committed one.
+fn settle_previous(dev: &dyn BlockWrite, undo: &Path, disk: &str) -> anyhow::Result<Previous> {
+    if !undo.exists() {
+        return Ok(Previous::Nothing);
+    }
+    let info = disk::txn::info(undo).with_context(|| {
+        format!(
+            "undo file {} is damaged; nothing was changed (inspect it with `rehost undo {disk} \
+             --dry-run`)",
+            undo.display()
+        )
+    })?;
+    match info.state {
+        State::Open => {
+            let n = disk::txn::recover(dev, undo).with_context(|| {
+                format!(
+                    "cannot roll back the interrupted run recorded in {}",
+                    undo.display()
+                )
+            })?;
+            tracing::info!(blocks = ?n, "rolled back an interrupted run");
+            Ok(Previous::RolledBack)
+        }
+        State::Committed => Ok(Previous::Committed),
+        State::RolledBack => Ok(Previous::Nothing),
+    }
+}
+
+/// Applies `plan` inside a transaction; commits on success, rolls back on any error.
+fn apply_in_transaction(
+    dev: Arc<dyn BlockWrite>,
+    undo: &Path,
+    plan: &Plan,
+    force: bool,
+) -> anyhow::Result<usize> {
+    let txn = Arc::new(Transaction::begin(dev, undo).context("cannot start the undo journal")?);
+    let result = (|| -> anyhow::Result<usize> {
+        let wdev: Arc<dyn BlockWrite> = txn.clone();
+        let view = inspect::guest_view_rw(wdev, None, WriteOptions::new().force(force))
+            .context("cannot open the guest's filesystems for writing")?;
+        let n = fixers::apply(plan, &mut FsApplier::new(&view.fs))?;
+        view.fs
+            .flush()
+            .context("cannot write the filesystems' metadata")?;
+        Ok(n)
+    })();
+    let txn = Arc::try_unwrap(txn).unwrap_or_else(|_| {
+        unreachable!("every filesystem writer was dropped with the view above")
+    });
+    match result {
+        Ok(n) => {
+            txn.commit().context("cannot commit the undo journal")?;
+            Ok(n)
+        }
+        Err(e) => {
+            let rolled = txn.rollback();
+            match rolled {
+                Ok(_) => Err(e.context("the disk was rolled back to its original content")),
+                Err(r) => Err(e.context(format!(
+                    "rolling back failed too ({r}); run `rehost undo` before using the disk"
+                ))),
+            }
+        }
+    }
+}
+
+pub(crate) fn run(args: &FixupArgs) -> anyhow::Result<ExitCode> {
+    let access = if args.dry_run {
+        Access::ReadOnly
+    } else {
+        Access::ReadWrite
+    };
+    let opened = open(&args.disk, &OpenOptions::new().access(access))
+        .with_context(|| format!("cannot open {}", args.disk))?;
+    let format = opened.format().name();
+    // An interrupted run must be rolled back before we believe what we read.
+    let mut previous = Previous::Nothing;
+    let undo = if args.dry_run {
+        None
+    } else {
+        let undo = undo_file_for(args)?;
+        let dev = opened
+            .write()
+            .context("the disk was opened without write access")?;
+        previous = settle_previous(&*dev, &undo, &args.disk)?;
+        Some((undo, dev))
+    };
+    let planned = make_plan(args, opened.read(), format)?;
+    if matches!(previous, Previous::Committed)
+        && !planned.plan.is_empty()
+        && let Some((undo, _)) = &undo
+    {
+        bail!(
+            "{disk} was already changed by rehost and {} can still restore its original, so it \
+             is not changed again; run `rehost undo {disk}` to go back, or `rehost undo {disk} \
+             --discard` to keep the changes, then run fixup again (nothing was written)",
+            undo.display(),
+            disk = args.disk
+        );
+    }
+    let recovered = matches!(previous, Previous::RolledBack);
+    let mut out = std::io::stdout().lock();
+    let Some((undo, dev)) = undo.filter(|_| !planned.plan.is_empty()) else {
+        if args.json {
+            let v = serde_json::json!({
+                "disk": args.disk,
+                "recipe": planned.recipe,
+                "dry_run": args.dry_run,
+                "plan": planned.plan,
+                "applied": 0,
+                "rolled_back_interrupted_run": recovered,
+            });
+            writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        } else {
+            write!(out, "{}", planned.plan.render_human())?;
+            if args.dry_run {
+                writeln!(out, "(dry run: nothing was written)")?;
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    if !args.json {
+        write!(out, "{}", planned.plan.render_human())?;
+        out.flush()?;
+    }
+    let applied = apply_in_transaction(dev, &undo, &planned.plan, args.force)
+        .with_context(|| format!("fixup of {} failed", args.disk))?;
+    // Judge the result with fresh eyes: everything read again from the committed disk.
+    let again = make_plan(args, opened.read(), format)
+        .context("the fixed disk cannot be inspected again")?;
+    let verified = again.plan.is_empty();
+    if args.json {
+        let v = serde_json::json!({
+            "disk": args.disk,
+            "recipe": planned.recipe,
+            "dry_run": false,
+            "plan": planned.plan,
+            "applied": applied,
+            "undo_file": undo.display().to_string(),
+            "rolled_back_interrupted_run": recovered,
+            "verified": verified,
+            "remaining": if verified { None } else { Some(&again.plan) },
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        writeln!(
+            out,
+            "applied {applied} change(s); undo file {} (`rehost undo {}` restores the original)",
+            undo.display(),
+            args.disk
+        )?;
+        if verified {
+            writeln!(
+                out,
+                "verified: inspecting the fixed disk again plans no further change"
+            )?;
+        } else {
+            writeln!(out, "NOT verified: planning again still finds changes:")?;
+            write!(out, "{}", again.plan.render_human())?;
+        }
+    }
+    Ok(if verified {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

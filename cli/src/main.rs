@@ -110,7 +110,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Mkdir(args) => write_cmd::exit_code(write_cmd::mkdir(&args)),
         Command::Reg(args) => write_cmd::exit_code(reg_cmd::run(&args)),
         Command::Undo(args) => guest_cmd::undo(&args),
-        Command::Fixup(args) => fixup_cmd::run(&args),
+        Command::Fixup(args) => write_cmd::exit_code(fixup_cmd::run(&args)),
         Command::Recipe(args) => recipe_cmd::run(&args),
         Command::Drivers(args) => drivers_cmd::run(&args),
         Command::Gateway(args) => gateway::run(args),

@@ -101,14 +101,116 @@ fn issue5_fixup_dry_run_plans_and_writes_nothing() {
         "--net dhcp must reach the network fixer: {out}"
     );
 
-    // Applying is not supported yet: refused, and the image is untouched either way.
-    let (code, _, err) = rehost(&["fixup", p]);
-    assert_eq!(code, 2);
-    assert!(err.contains("not supported yet"), "{err}");
     assert_eq!(
         std::fs::read(&copy).unwrap(),
         before,
-        "fixup changed the image"
+        "--dry-run changed the image"
     );
     assert!(!disk::txn::undo_path_for(&copy).exists());
+}
+
+/// The ext4 filesystem of partition `n` of a raw image, copied out for the oracles.
+fn partition_copy(image: &std::path::Path, n: u32, to: &std::path::Path) {
+    let dev = disk::raw::RawFile::open(image, disk::open::Access::ReadOnly).unwrap();
+    let table = disk::partition::read_table(&dev).unwrap();
+    let p = table.partitions.iter().find(|p| p.number == n).unwrap();
+    let bytes = std::fs::read(image).unwrap();
+    let start = usize::try_from(p.start).unwrap();
+    let end = start + usize::try_from(p.len).unwrap();
+    std::fs::write(to, &bytes[start..end]).unwrap();
+}
+
+fn have(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("skipping: {tool} not found");
+    }
+    found
+}
+
+#[test]
+fn issue5_fixup_applies_verifies_and_is_idempotent_and_undoable() {
+    if !have("e2fsck") {
+        return;
+    }
+    let img = images::build("debian12-vmware").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("d.raw");
+    std::fs::copy(&img, &copy).unwrap();
+    let original = std::fs::read(&copy).unwrap();
+    let p = copy.to_str().unwrap();
+
+    let (code, out, err) = rehost(&["fixup", "--json", p]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["recipe"], "debian");
+    assert_eq!(v["verified"], true, "{out}");
+    let planned = v["plan"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["changes"].as_array().unwrap().len())
+        .sum::<usize>();
+    assert!(planned > 0);
+    assert_eq!(v["applied"].as_u64().unwrap(), planned as u64);
+    let undo = disk::txn::undo_path_for(&copy);
+    assert_eq!(v["undo_file"], undo.to_str().unwrap());
+    assert_eq!(
+        disk::txn::info(&undo).unwrap().state,
+        disk::txn::State::Committed
+    );
+
+    // The guest's files say what the plan said, read back by our reader ...
+    let (code, fstab, err) = rehost(&["cat", &format!("{p}:/etc/fstab")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        fstab.contains("UUID=6a3c1f0e-2b7d-4c5e-9f10-1d2e3f4a5b6c / ext4"),
+        "{fstab}"
+    );
+    assert!(!fstab.contains("/dev/sda1"), "{fstab}");
+    // ... and by the independent oracles: e2fsck is clean, debugfs reads the same fstab.
+    let part = dir.path().join("p1.ext4");
+    partition_copy(&copy, 1, &part);
+    let fsck = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&part)
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "e2fsck after fixup: {}{}",
+        String::from_utf8_lossy(&fsck.stdout),
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+    let cat = Command::new("debugfs")
+        .arg("-R")
+        .arg("cat /etc/fstab")
+        .arg(&part)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&cat.stdout), fstab);
+
+    // A second run plans nothing and writes nothing, even with the committed undo file there.
+    let fixed = std::fs::read(&copy).unwrap();
+    let (code, out, err) = rehost(&["fixup", p]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("nothing to change"), "{out}");
+    assert_eq!(std::fs::read(&copy).unwrap(), fixed, "second run wrote");
+
+    // A second fix with a different policy would need the undo file replaced: refused.
+    let (code, _, err) = rehost(&["fixup", "--net", "dhcp", p]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("rehost undo"), "{err}");
+    assert_eq!(std::fs::read(&copy).unwrap(), fixed);
+
+    // `rehost undo` brings back the original byte for byte.
+    let (code, _, err) = rehost(&["undo", p]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        std::fs::read(&copy).unwrap() == original,
+        "undo did not restore the original"
+    );
 }
