@@ -9,6 +9,7 @@ use std::process::Command;
 use disk::open::{Access, OpenOptions};
 use fixers::{Change, FsApplier, PlanOptions, RecipeSet, apply, plan};
 use guestfs::FsReadExt;
+use guestfs::write::FsWrite;
 use guestfs::write::WriteOptions;
 
 /// Builds (or takes from the cache) an image; `None` (test skipped) without root or tools.
@@ -52,6 +53,11 @@ fn hivex_parses(bytes: &[u8]) -> Option<String> {
 }
 
 fn check(name: &str, driver_database: bool) {
+    check_with(name, driver_database, None);
+}
+
+/// Runs [`check`] on a copy of image `name`, first replacing its SYSTEM hive with `system`.
+fn check_with(name: &str, driver_database: bool, system: Option<&[u8]>) {
     let Some(src_img) = image(name) else { return };
     let tmp = tempfile::tempdir().unwrap();
     let img = tmp.path().join("disk.raw");
@@ -67,6 +73,17 @@ fn check(name: &str, driver_database: bool) {
         .write_iso_layout(vw.path())
         .unwrap();
     let target = img.display().to_string();
+    if let Some(system) = system {
+        let opened =
+            disk::open::open(&target, &OpenOptions::new().access(Access::ReadWrite)).unwrap();
+        let rw =
+            inspect::guest_view_rw(opened.write().unwrap(), None, WriteOptions::new()).unwrap();
+        let p = guestfs::GuestPath::parse(b"/Windows/System32/config/SYSTEM").unwrap();
+        rw.fs
+            .write_file(&p, system, &guestfs::write::NewFileAttrs::file())
+            .unwrap();
+        rw.fs.flush_all().unwrap();
+    }
     let opened = disk::open::open(&target, &OpenOptions::new().access(Access::ReadWrite)).unwrap();
     let report = inspect::inspect(opened.read(), &target, "raw").unwrap();
     let os = report
@@ -226,4 +243,32 @@ fn win2019_bios() {
 #[test]
 fn win2022_uefi() {
     check("win2022-uefi", true);
+}
+
+/// The real Windows SYSTEM hive of dissect.regf 3.14's tests (fetched with pip, as the hive
+/// crate's tests do), placed in the 2019 image.
+#[test]
+fn win2019_with_a_real_system_hive() {
+    let home = std::env::var_os("HOME").unwrap_or_default();
+    let dir = Path::new(&home).join(".cache/rehost/fixtures/dissect-regf-3.14");
+    let f = dir.join("SYSTEM");
+    if !f.exists() {
+        let _ = std::fs::create_dir_all(&dir);
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "set -e; cd '{}'; pip download --quiet --no-deps --no-binary :all: dissect-regf==3.14 -d . \
+                 && tar xzf dissect_regf-3.14.tar.gz dissect_regf-3.14/tests/_data/SYSTEM.gz \
+                 && gzip -dc dissect_regf-3.14/tests/_data/SYSTEM.gz > SYSTEM.tmp && mv SYSTEM.tmp SYSTEM",
+                dir.display()
+            ))
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            println!("skipping: could not fetch dissect-regf==3.14 with pip");
+            return;
+        }
+    }
+    let system = std::fs::read(f).unwrap();
+    check_with("win2019-bios", true, Some(&system));
 }

@@ -871,3 +871,61 @@ fn real_system_hive_gets_viostor_and_reparses() {
     }
     check_hivex(&system, &hive_after_bytes(&p, SYSTEM), &want);
 }
+
+#[test]
+fn a_drivers_hive_gets_the_same_database_entries() {
+    let src = fake_virtio_win();
+    let v = WIN2022;
+    let mut g = guest(v, &system_hive(v).build());
+    let drivers = hive::testkit::HiveBuilder::new()
+        .value("DriverDatabase", "OemInfMap", ValueType::Binary, &[0x80])
+        .key("DriverDatabase\\DriverPackages")
+        .build();
+    g.add_file("/Windows/System32/config/DRIVERS", &drivers);
+    let rep = report(v);
+    let r = recipe("[[step]]\nfixer = \"virtio-win\"\ninclude = [\"viostor\"]\n");
+    let p = run(&r, &rep, &g, &virtio_opts(src.path(), &[])).unwrap();
+    let sys = hive_after(&p, SYSTEM);
+    let drv = hive_after(&p, "/Windows/System32/config/DRIVERS");
+    // The number is free in both hives (SYSTEM: oem0..2 and files oem0, oem5; DRIVERS: oem0).
+    let inf = "DriverDatabase\\DriverInfFiles\\oem3.inf";
+    let pkg = string(&sys, inf, "Active");
+    assert_eq!(string(&drv, inf, "Active"), pkg);
+    let pk = format!("DriverDatabase\\DriverPackages\\{pkg}");
+    for name in [
+        "",
+        "InfName",
+        "Catalog",
+        "Provider",
+        "OemPath",
+        "SignerName",
+    ] {
+        assert_eq!(string(&sys, &pk, name), string(&drv, &pk, name), "{name:?}");
+    }
+    assert_eq!(val(&sys, &pk, "Version"), val(&drv, &pk, "Version"));
+    assert_eq!(val(&drv, "DriverDatabase", "OemInfMap").data, vec![0x90]);
+    assert_eq!(val(&sys, "DriverDatabase", "OemInfMap").data, vec![0xf0]);
+    let reg = p
+        .changes()
+        .find_map(|c| match c {
+            Change::EditHive { path, reg, .. } if path.ends_with("DRIVERS") => Some(reg.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        reg.contains(&format!(
+            "[HKEY_LOCAL_MACHINE\\DRIVERS\\{pk}]\n@=\"oem3.inf\"\n"
+        )),
+        "{reg}"
+    );
+    // Services live in SYSTEM only.
+    assert!(!has_key(&drv, "ControlSet001"));
+    // A DRIVERS hive without a database (not Windows 8+'s layout) is left alone.
+    let mut g = guest(v, &system_hive(v).build());
+    g.add_file(
+        "/Windows/System32/config/DRIVERS",
+        &hive::testkit::HiveBuilder::new().key("Other").build(),
+    );
+    let p = run(&r, &rep, &g, &virtio_opts(src.path(), &[])).unwrap();
+    assert!(!p.changes().any(|c| c.path().ends_with("DRIVERS")));
+}
