@@ -24,6 +24,7 @@ VGA text console only (no console=ttyS0), the text screen is read too. Verdicts:
   kernel-panic     \"Kernel panic - not syncing\"
   initramfs-shell  the initramfs did not find the root device and dropped to a shell
   emergency-mode   systemd's emergency or rescue mode
+  no-bootable-device  the firmware found nothing to boot (wrong --firmware?)
   timeout          none of the above within --timeout seconds
   qemu-exited      the emulator stopped (reboot, power-off, start-up error)
 The guest-side check is a line `REHOST-BOOTCHECK root=DEV ifaces=NAME:ADDR,... modules=...` \

@@ -113,6 +113,9 @@ pub enum FailureKind {
     InitramfsShell,
     /// systemd's emergency or rescue mode (root mounted, something else failed hard).
     EmergencyMode,
+    /// The firmware found nothing to boot (SeaBIOS `No bootable device`, OVMF falling back to
+    /// its built-in shell).
+    NoBootableDevice,
 }
 
 impl FailureKind {
@@ -123,6 +126,7 @@ impl FailureKind {
             Self::KernelPanic => "kernel-panic",
             Self::InitramfsShell => "initramfs-shell",
             Self::EmergencyMode => "emergency-mode",
+            Self::NoBootableDevice => "no-bootable-device",
         }
     }
 }
@@ -171,6 +175,12 @@ fn classify(line: &str) -> Seen {
     let t = line.trim();
     if t.contains(CHECK_MARKER) {
         return BootCheck::parse(t).map_or(Seen::Nothing, Seen::Check);
+    }
+    if t.contains("No bootable device")
+        || t.contains("starting Boot0002 \"EFI Internal Shell\"")
+        || t.starts_with("UEFI Interactive Shell")
+    {
+        return Seen::Fail(FailureKind::NoBootableDevice);
     }
     if t.contains("Kernel panic - not syncing") {
         return Seen::Fail(FailureKind::KernelPanic);
@@ -346,6 +356,14 @@ impl Watch {
                 r.check_marker = true;
                 if self.check.is_none() {
                     self.check = Some(c);
+                }
+            }
+            Seen::Fail(FailureKind::NoBootableDevice) => {
+                if self.failure.is_none() {
+                    self.failure = Some(Failure {
+                        kind: FailureKind::NoBootableDevice,
+                        line: line.trim().to_owned(),
+                    });
                 }
             }
             Seen::Fail(kind) => {
@@ -615,6 +633,25 @@ debian12-boot login: REHOST-BOOTCHECK root=/dev/vda1 ifaces=ens3:10.0.2.15/24 mo
         // The first failure wins.
         let w = feed("(initramfs)\nKernel panic - not syncing: Attempted to kill init!");
         assert_eq!(w.failure().unwrap().kind, FailureKind::InitramfsShell);
+    }
+
+    // Recorded: OVMF with an MBR-only disk (serial), SeaBIOS with an empty disk (VGA screen).
+    #[test]
+    fn firmware_without_a_boot_device() {
+        let w = feed(
+            "BdsDxe: failed to load Boot0001 \"UEFI Misc Device\" from PciRoot(0x0)/Pci(0x4,0x0): Not Found\nBdsDxe: starting Boot0002 \"EFI Internal Shell\" from Fv(7CB8BDC9-F8EB-4F34-AAEA-3EE4AF6516A1)/FvFile(7C04A583-9E3E-4F1C-AD65-E05268D0B4D1)\nUEFI Interactive Shell v2.2\nShell> ",
+        );
+        let f = w.failure().unwrap();
+        assert_eq!(f.kind, FailureKind::NoBootableDevice);
+        assert_eq!(f.kind.as_str(), "no-bootable-device");
+        assert!(f.line.starts_with("BdsDxe: starting Boot0002"));
+        assert_eq!(w.reached(), Milestones::default());
+        let mut w = Watch::new(None);
+        w.screen(&[
+            "SeaBIOS (version 1.16.3-debian-1.16.3-2~bpo12+1)".to_owned(),
+            "No bootable device.  Retrying in 60 seconds.".to_owned(),
+        ]);
+        assert_eq!(w.failure().unwrap().kind, FailureKind::NoBootableDevice);
     }
 
     #[test]

@@ -93,6 +93,8 @@ pub enum Verdict {
     InitramfsShell,
     /// systemd emergency or rescue mode.
     EmergencyMode,
+    /// The firmware found nothing to boot.
+    NoBootableDevice,
     /// The time limit passed with no success and no named failure.
     Timeout,
     /// The emulator exited (reboot, triple fault, power-off, or a start-up error).
@@ -100,8 +102,8 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// Stable name (`booted`, `kernel-panic`, `initramfs-shell`, `emergency-mode`, `timeout`,
-    /// `qemu-exited`).
+    /// Stable name (`booted`, `kernel-panic`, `initramfs-shell`, `emergency-mode`,
+    /// `no-bootable-device`, `timeout`, `qemu-exited`).
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
@@ -109,6 +111,7 @@ impl Verdict {
             Self::KernelPanic => "kernel-panic",
             Self::InitramfsShell => "initramfs-shell",
             Self::EmergencyMode => "emergency-mode",
+            Self::NoBootableDevice => "no-bootable-device",
             Self::Timeout => "timeout",
             Self::QemuExited => "qemu-exited",
         }
@@ -121,6 +124,7 @@ impl From<FailureKind> for Verdict {
             FailureKind::KernelPanic => Self::KernelPanic,
             FailureKind::InitramfsShell => Self::InitramfsShell,
             FailureKind::EmergencyMode => Self::EmergencyMode,
+            FailureKind::NoBootableDevice => Self::NoBootableDevice,
         }
     }
 }
