@@ -1211,8 +1211,14 @@ fn install_firstboot(
         ensure_symlink(ctx, &mut fb, l, t)?;
     }
     if !fb.changes.is_empty() {
+        // Without dpkg's list the script asks the package database which candidates exist.
+        let which = if scan.dpkg.is_some() {
+            ""
+        } else {
+            "whichever is installed of "
+        };
         fb.notes.push(format!(
-            "first boot removes {} ({how}, log {LOG_FILE})",
+            "first boot removes {which}{} ({how}, log {LOG_FILE})",
             spec.packages
                 .iter()
                 .chain(&spec.uninstallers)
