@@ -576,6 +576,7 @@ pub(crate) fn parse_screen(out: &str) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::FailureKind;
 
     fn paths() -> RunPaths {
         RunPaths {
@@ -727,6 +728,145 @@ mod tests {
         let a = detect_accel_at(&dir.path().join("none"), &pvm);
         assert_eq!(a.accel, Accel::Tcg);
         assert!(a.reason.contains("not usable"), "{}", a.reason);
+    }
+
+    /// A stand-in for qemu: a shell script that writes `serial` to the serial log named on its
+    /// command line, then runs `then` (e.g. `sleep 30`, `exit 3`).
+    fn fake_qemu(dir: &Path, serial: &str, then: &str) -> LocalQemu {
+        let script = dir.join("fake-qemu");
+        let body = format!(
+            "#!/bin/sh\nlog=''\nfor a in \"$@\"; do case \"$a\" in file,id=ser0,path=*) log=\"${{a#file,id=ser0,path=}}\";; esac; done\nprintf '%s' '{serial}' >> \"$log\"\n{then}\n"
+        );
+        std::fs::write(&script, body).unwrap();
+        let mut perm = std::fs::metadata(&script).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+        std::fs::set_permissions(&script, perm).unwrap();
+        LocalQemu {
+            qemu: script,
+            ..q()
+        }
+    }
+
+    fn run_fake(serial: &str, then: &str, opts: BootOptions) -> BootReport {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("d.raw");
+        std::fs::write(&img, [0u8; 512]).unwrap();
+        let opts = BootOptions {
+            accel: AccelChoice::Tcg,
+            ..opts
+        }
+        .log_path(dir.path().join("serial.log"));
+        fake_qemu(dir.path(), serial, then)
+            .boot(&Volume::parse(img.to_str().unwrap()).unwrap(), &opts)
+            .unwrap()
+    }
+
+    #[test]
+    fn boot_loop_success_by_check_line() {
+        let r = run_fake(
+            "Welcome to Debian!\nREHOST-BOOTCHECK root=/dev/vda1 ifaces=ens3:10.0.2.15/24 modules=virtio_blk\n",
+            "exec sleep 30",
+            BootOptions::default()
+                .until(Until::Check)
+                .timeout(Duration::from_secs(60)),
+        );
+        assert!(r.booted);
+        assert_eq!(r.verdict, Verdict::Booted);
+        assert_eq!(r.check.unwrap().root, "/dev/vda1");
+        assert!(r.reached.root_mounted);
+        assert_eq!(r.qemu_exit, None);
+        assert_eq!(r.accel.accel, Accel::Tcg);
+        assert_eq!(r.accel.reason, "asked for");
+    }
+
+    #[test]
+    fn boot_loop_login_prompt_without_newline() {
+        let r = run_fake(
+            "Debian GNU/Linux 12 host ttyS0\n\nhost login: ",
+            "exec sleep 30",
+            BootOptions::default()
+                .until(Until::Login)
+                .timeout(Duration::from_secs(60)),
+        );
+        assert!(r.booted);
+        assert!(r.reached.login_prompt);
+        assert!(!r.reached.check_marker);
+        assert_eq!(r.console_tail.last().unwrap(), "host login: ");
+    }
+
+    #[test]
+    fn boot_loop_named_failure_ends_early() {
+        let r = run_fake(
+            "[    2.0] Kernel panic - not syncing: VFS: Unable to mount root fs\n",
+            "exec sleep 30",
+            BootOptions::default().timeout(Duration::from_secs(60)),
+        );
+        assert!(!r.booted);
+        assert_eq!(r.verdict, Verdict::KernelPanic);
+        assert_eq!(r.failure.unwrap().kind, FailureKind::KernelPanic);
+        assert_eq!(
+            r.console_tail,
+            vec!["[    2.0] Kernel panic - not syncing: VFS: Unable to mount root fs"]
+        );
+    }
+
+    #[test]
+    fn boot_loop_qemu_exit_and_timeout() {
+        let r = run_fake(
+            "",
+            "echo 'qemu-system-x86_64: -device foo: no such device' >&2; exit 1",
+            BootOptions::default().timeout(Duration::from_secs(60)),
+        );
+        assert!(!r.booted);
+        assert_eq!(r.verdict, Verdict::QemuExited);
+        assert_eq!(r.qemu_exit.as_deref(), Some("exit status: 1"));
+        assert_eq!(
+            r.qemu_stderr.as_deref(),
+            Some("qemu-system-x86_64: -device foo: no such device")
+        );
+        let r = run_fake(
+            "Loading Linux 6.1.0 ...\n",
+            "exec sleep 30",
+            BootOptions::default().timeout(Duration::from_secs(1)),
+        );
+        assert_eq!(r.verdict, Verdict::Timeout);
+        assert!(r.reached.bootloader && !r.reached.kernel_started);
+        assert_eq!(r.timeout_s, 1);
+    }
+
+    #[test]
+    fn missing_qemu_and_ovmf_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("d.raw");
+        std::fs::write(&img, [0u8; 512]).unwrap();
+        let vol = Volume::parse(img.to_str().unwrap()).unwrap();
+        let none = LocalQemu {
+            qemu: dir.path().join("no-qemu"),
+            ..q()
+        };
+        let e = none.boot(&vol, &BootOptions::default()).unwrap_err();
+        assert!(matches!(
+            e,
+            Error::Missing {
+                what: "qemu-system-x86_64",
+                ..
+            }
+        ));
+        let fake = LocalQemu {
+            ovmf_code: dir.path().join("no-ovmf"),
+            ..fake_qemu(dir.path(), "", "exit 0")
+        };
+        let e = fake
+            .boot(&vol, &BootOptions::default().firmware(Firmware::Uefi))
+            .unwrap_err();
+        assert!(matches!(
+            e,
+            Error::Missing {
+                what: "OVMF code",
+                package: "ovmf",
+                ..
+            }
+        ));
     }
 
     /// Builds monitor output for a screen whose rows are `rows`.
