@@ -544,6 +544,13 @@ impl Ntfs3g {
                     path: path.to_owned(),
                 });
             };
+            // A damaged index naming the directory itself would open one inode twice.
+            if mft == cur.mft_no() {
+                return Err(Error::Ntfs3g {
+                    op: format!("{path}: directory entry {comp:?} points at its own directory"),
+                    errno: libc::EIO,
+                });
+            }
             let next = self.open_mft(mft, path)?;
             drop(cur);
             cur = next;
@@ -950,6 +957,12 @@ impl Ntfs3g {
             return Err(Error::Usage(format!(
                 "{path}: ntfs metafiles are never changed"
             )));
+        }
+        if mft == dir.mft_no() {
+            return Err(Error::Ntfs3g {
+                op: format!("{path}: directory entry points at its own directory"),
+                errno: libc::EIO,
+            });
         }
         let child = self.open_mft(mft, path)?;
         Ok((child, dir, name.to_owned()))
