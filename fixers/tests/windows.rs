@@ -154,6 +154,7 @@ fn check_with(name: &str, driver_database: bool, system: Option<&[u8]>) {
             "{f}"
         );
     }
+    ntfs3g_reads(&img, &report2, &os2.root, &p);
     let again = plan(recipe, &report2, os2, &view2.fs, &o).unwrap();
     assert!(again.is_empty(), "{name}: {}", again.render_human());
     let system = view2.fs.read_file(system_path.as_bytes(), 1 << 28).unwrap();
@@ -271,4 +272,47 @@ fn win2019_with_a_real_system_hive() {
     }
     let system = std::fs::read(f).unwrap();
     check_with("win2019-bios", true, Some(&system));
+}
+
+/// ntfs-3g's own tools (`ntfscat` on a read-only loop device over the system partition) read
+/// every file the plan created with the planned content.
+fn ntfs3g_reads(img: &Path, report: &inspect::report::Report, root: &str, p: &fixers::Plan) {
+    let Some(dev) = report.devices.iter().find(|d| d.name == root) else {
+        panic!("no device {root}");
+    };
+    let start = dev.start.unwrap_or(0).to_string();
+    let size = dev.size.to_string();
+    let out = match Command::new("losetup")
+        .args(["--find", "--show", "-r", "-o", &start, "--sizelimit", &size])
+        .arg(img)
+        .output()
+    {
+        Ok(o) if o.status.success() => o,
+        _ => {
+            println!("skipping: cannot set up a loop device (needs root and losetup)");
+            return;
+        }
+    };
+    let loopdev = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let mut failures = Vec::new();
+    for c in p.changes() {
+        let Change::CreateFile { path, content, .. } = c else {
+            continue;
+        };
+        match Command::new("ntfscat").arg(&loopdev).arg(path).output() {
+            Ok(o) if o.status.success() && o.stdout == *content => {}
+            Ok(o) => failures.push(format!(
+                "{path}: {} bytes read, {} planned: {}",
+                o.stdout.len(),
+                content.len(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Err(e) => {
+                println!("skipping: ntfscat: {e}");
+                break;
+            }
+        }
+    }
+    let _ = Command::new("losetup").arg("-d").arg(&loopdev).status();
+    assert!(failures.is_empty(), "{failures:#?}");
 }

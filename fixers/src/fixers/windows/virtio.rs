@@ -84,6 +84,29 @@
 //!
 //! Not written either: the `Enum` device instance (PnP creates it when it finds the device at
 //! boot, from the database or the critical device database), `Services\EventLog` sources.
+//!
+//! # Compared with virt-v2v
+//!
+//! Debian 12's virt-v2v (2.2), run on the synthetic Server 2019 image of `images/` with the
+//! fake virtio-win tree of `drivers::testkit`, writes for viostor: `Services\viostor` with
+//! `Type`, `Start` = 0, `ErrorControl`, `Group`, `ImagePath` = `system32\drivers\viostor.sys`, and
+//! `CriticalDeviceDatabase\PCI#VEN_1AF4&DEV_1001&SUBSYS_00021AF4&REV_00` and `…DEV_1042…`
+//! (`ClassGUID`, `Service`), and copies every package to `Drivers\VirtIO` for a first-boot
+//! `pnputil`. The differences, and why:
+//!
+//! - it writes the critical device database on every version; Windows 8 and later ignore it,
+//!   so from 6.2 on we register the package in the driver database and the driver store instead
+//!   (what makes later `pnputil` runs and in-place upgrades see a normal driver), and write the
+//!   critical device database only before 6.2;
+//! - its CDD keys are the INF's full IDs as written; we also add each short
+//!   `PCI\VEN_1AF4&DEV_xxxx` form (one of the device's own hardware IDs, so a device with another
+//!   subsystem ID is still bound) and use lower case as Windows does (the registry ignores case);
+//! - `ImagePath` differs in case only (`system32` against the INF's `System32`);
+//! - it leaves out the service-install section's AddReg values (`Parameters\BusType`,
+//!   `Parameters\PnpInterface`) and `DisplayName`; we apply them as the INF says;
+//! - it copies the boot driver to `Drivers\VirtIO` as well and leaves `DevicePath` alone; we copy
+//!   only the staged drivers there and add the folder to `DevicePath`, so Windows' own device
+//!   installation finds them even if the first-boot step never runs.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
