@@ -13,7 +13,7 @@ use disk::raw::RawFile;
 use fixers::testkit::{SyntheticOs, synthetic_report};
 use fixers::{FsApplier, PlanOptions, RecipeSet, apply, plan};
 use guestfs::ext4::Ext4Fs;
-use guestfs::{FsRead, GuestPath};
+use guestfs::GuestPath;
 
 const ROOT_UUID: &str = "11111111-2222-3333-4444-555555555555";
 const SELINUX: &[u8] = b"security.selinux";
