@@ -6,7 +6,8 @@
 //! [`OpenOptions::force`] is set. libext2fs then refuses features it does not support
 //! ([`Error::Unsupported`]).
 //!
-//! Paths are absolute guest paths. They are resolved by libext2fs (`ext2fs_namei`) with the
+//! Paths are absolute guest paths, as bytes ([`Name`], built from `&str` or `&[u8]`: ext4 names
+//! need not be UTF-8). They are resolved by libext2fs (`ext2fs_namei`) with the
 //! filesystem's root as both root and working directory, so symlinks met on the way (at most
 //! eight deep, libext2fs's limit) are followed inside this filesystem only and `..` never
 //! leaves its root. `.` and `..` components are refused in our own paths. Operations never
@@ -321,9 +322,73 @@ fn check_superblock(sb: &[u8; SUPERBLOCK_LEN], opts: &OpenOptions) -> Result<Fea
     })
 }
 
+/// A guest path or file name as bytes: ext2/3/4 names are any bytes but `/` and NUL, so they
+/// need not be UTF-8. Errors show it lossily. Built from `&str`, `&String`, `&[u8]` or `&Vec<u8>`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Name<'a>(&'a [u8]);
+
+impl<'a> Name<'a> {
+    /// The bytes.
+    #[must_use]
+    pub fn as_bytes(self) -> &'a [u8] {
+        self.0
+    }
+
+    fn len(self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> From<&'a str> for Name<'a> {
+    fn from(s: &'a str) -> Self {
+        Self(s.as_bytes())
+    }
+}
+
+impl<'a> From<&'a String> for Name<'a> {
+    fn from(s: &'a String) -> Self {
+        Self(s.as_bytes())
+    }
+}
+
+impl<'a> From<&'a [u8]> for Name<'a> {
+    fn from(s: &'a [u8]) -> Self {
+        Self(s)
+    }
+}
+
+impl<'a> From<&'a Vec<u8>> for Name<'a> {
+    fn from(s: &'a Vec<u8>) -> Self {
+        Self(s)
+    }
+}
+
+impl From<Name<'_>> for String {
+    fn from(n: Name<'_>) -> Self {
+        String::from_utf8_lossy(n.0).into_owned()
+    }
+}
+
+impl std::fmt::Display for Name<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.0))
+    }
+}
+
+impl std::fmt::Debug for Name<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&String::from_utf8_lossy(self.0), f)
+    }
+}
+
 /// The validated components of an absolute guest path.
-fn components(path: &str) -> Result<Vec<&str>> {
-    if !path.starts_with('/') {
+fn components<'a>(path: impl Into<Name<'a>>) -> Result<Vec<&'a [u8]>> {
+    let path: Name<'a> = path.into();
+    if path.as_bytes().first() != Some(&b'/') {
         return Err(Error::Usage(format!(
             "{path:?}: guest paths must be absolute"
         )));
@@ -335,13 +400,17 @@ fn components(path: &str) -> Result<Vec<&str>> {
         )));
     }
     let mut out = Vec::new();
-    for c in path.split('/').filter(|c| !c.is_empty()) {
-        if c == "." || c == ".." {
+    for c in path
+        .as_bytes()
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+    {
+        if c == b"." || c == b".." {
             return Err(Error::Usage(format!(
                 "{path:?}: '.' and '..' components are not accepted"
             )));
         }
-        if c.contains('\0') {
+        if c.contains(&0) {
             return Err(Error::Usage(format!("{path:?}: NUL byte in path")));
         }
         if c.len() > NAME_MAX {
@@ -355,8 +424,15 @@ fn components(path: &str) -> Result<Vec<&str>> {
     Ok(out)
 }
 
-fn cstring(s: &str) -> Result<CString> {
-    CString::new(s).map_err(|_| Error::Usage(format!("{s:?}: NUL byte in name")))
+/// `/` followed by `comps` joined with `/`.
+fn absolute(comps: &[&[u8]]) -> Vec<u8> {
+    let mut p = vec![b'/'];
+    p.extend(comps.join(&b'/'));
+    p
+}
+
+fn cstring(s: &[u8]) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::Usage(format!("{:?}: NUL byte in name", Name(s))))
 }
 
 /// libext2fs's description of an error code.
@@ -570,7 +646,8 @@ impl Ext2Fs {
 
     // ----- helpers -------------------------------------------------------------------------
 
-    fn error(&self, op: &str, path: &str, code: Errcode) -> Error {
+    fn error<'p>(&self, op: &str, path: impl Into<Name<'p>>, code: Errcode) -> Error {
+        let path: Name<'p> = path.into();
         let op = if path.is_empty() {
             op.to_string()
         } else {
@@ -579,7 +656,7 @@ impl Ext2Fs {
         if let Some(source) = self.shared.take_error() {
             return Error::Device { op, source };
         }
-        let path = path.to_string();
+        let path = String::from(path);
         match code {
             sys::EXT2_ET_FILE_NOT_FOUND => Error::NotFound { path },
             sys::EXT2_ET_NO_DIRECTORY => Error::NotADirectory { path },
@@ -592,7 +669,7 @@ impl Ext2Fs {
         }
     }
 
-    fn check(&self, op: &str, path: &str, code: Errcode) -> Result<()> {
+    fn check<'p>(&self, op: &str, path: impl Into<Name<'p>>, code: Errcode) -> Result<()> {
         if code == 0 {
             Ok(())
         } else {
@@ -600,12 +677,12 @@ impl Ext2Fs {
         }
     }
 
-    fn namei(&self, path: &str, follow_last: bool) -> Result<u32> {
+    fn namei(&self, path: Name<'_>, follow_last: bool) -> Result<u32> {
         let comps = components(path)?;
         if comps.is_empty() {
             return Ok(sys::EXT2_ROOT_INO);
         }
-        let c = cstring(&comps.join("/"))?;
+        let c = cstring(&comps.join(&b'/'))?;
         let mut ino = 0u32;
         // SAFETY: live handle, NUL-terminated relative path, valid out-pointer.
         let code = unsafe {
@@ -632,7 +709,7 @@ impl Ext2Fs {
     }
 
     /// The directory holding `path`'s last component, and that component.
-    fn parent_of<'p>(&self, path: &'p str) -> Result<(u32, &'p str)> {
+    fn parent_of<'p>(&self, path: Name<'p>) -> Result<(u32, Name<'p>)> {
         let comps = components(path)?;
         let Some((name, dirs)) = comps.split_last() else {
             return Err(Error::Usage(format!(
@@ -642,19 +719,19 @@ impl Ext2Fs {
         let dir = if dirs.is_empty() {
             sys::EXT2_ROOT_INO
         } else {
-            self.namei(&format!("/{}", dirs.join("/")), true)?
+            self.namei(Name(&absolute(dirs)), true)?
         };
         let inode = self.read_inode(dir)?;
         if inode.i_mode & S_IFMT != S_IFDIR {
             return Err(Error::NotADirectory {
-                path: format!("/{}", dirs.join("/")),
+                path: String::from(Name(&absolute(dirs))),
             });
         }
-        Ok((dir, name))
+        Ok((dir, Name(name)))
     }
 
-    fn lookup(&self, dir: u32, name: &str) -> Result<Option<u32>> {
-        let c = cstring(name)?;
+    fn lookup(&self, dir: u32, name: Name<'_>) -> Result<Option<u32>> {
+        let c = cstring(name.as_bytes())?;
         let len = c_int::try_from(name.len())
             .map_err(|_| Error::Usage(format!("name of {} bytes", name.len())))?;
         let mut ino = 0u32;
@@ -759,8 +836,8 @@ impl Ext2Fs {
     }
 
     /// Adds `name -> ino` to `dir`, growing the directory when it is full.
-    fn link(&self, dir: u32, name: &str, ino: u32, ftype: c_int, path: &str) -> Result<()> {
-        let c = cstring(name)?;
+    fn link(&self, dir: u32, name: Name<'_>, ino: u32, ftype: c_int, path: Name<'_>) -> Result<()> {
+        let c = cstring(name.as_bytes())?;
         let flags = self.read_inode(dir)?.i_flags;
         if flags & EXT4_ENCRYPT_FL != 0 {
             // A plaintext name in an encrypted directory would be garbage to the kernel.
@@ -790,14 +867,14 @@ impl Ext2Fs {
         })
     }
 
-    fn unlink_entry(&self, dir: u32, name: &str, ino: u32, path: &str) -> Result<()> {
-        let c = cstring(name)?;
+    fn unlink_entry(&self, dir: u32, name: Name<'_>, ino: u32, path: Name<'_>) -> Result<()> {
+        let c = cstring(name.as_bytes())?;
         // SAFETY: live handle, NUL-terminated name.
         let code = unsafe { sys::ext2fs_unlink(self.fs, dir, c.as_ptr(), ino, 0) };
         self.check("unlink", path, code)
     }
 
-    fn new_inode(&self, dir: u32, mode: u16, path: &str) -> Result<u32> {
+    fn new_inode(&self, dir: u32, mode: u16, path: Name<'_>) -> Result<u32> {
         let mut ino = 0u32;
         // SAFETY: live handle; a null map means the filesystem's inode bitmap.
         let code = unsafe {
@@ -814,7 +891,7 @@ impl Ext2Fs {
     }
 
     /// Frees an inode whose last link is gone: its xattr block, its blocks, its bitmap bit.
-    fn release(&self, ino: u32, mut inode: sys::Inode, path: &str) -> Result<()> {
+    fn release(&self, ino: u32, mut inode: sys::Inode, path: Name<'_>) -> Result<()> {
         let is_dir = inode.i_mode & S_IFMT == S_IFDIR;
         // SAFETY: live handle; `inode` is a large-inode buffer the call updates in place.
         let code = unsafe { sys::ext2fs_free_ext_attr(self.fs, ino, &raw mut inode) };
@@ -844,7 +921,7 @@ impl Ext2Fs {
     }
 
     /// Drops one link of a non-directory inode, releasing it at zero.
-    fn drop_link(&self, ino: u32, path: &str) -> Result<()> {
+    fn drop_link(&self, ino: u32, path: Name<'_>) -> Result<()> {
         let mut inode = self.read_inode(ino)?;
         inode.i_links_count = inode.i_links_count.saturating_sub(1);
         if inode.i_links_count == 0 {
@@ -870,7 +947,7 @@ impl Ext2Fs {
         self.write_inode(ino, &mut inode)
     }
 
-    fn is_empty_dir(&self, ino: u32, path: &str) -> Result<bool> {
+    fn is_empty_dir(&self, ino: u32, path: Name<'_>) -> Result<bool> {
         unsafe extern "C" fn count(
             _dir: u32,
             entry: c_int,
@@ -917,7 +994,7 @@ impl Ext2Fs {
         Ok(others == 0)
     }
 
-    fn set_dotdot(&self, dir: u32, parent: u32, path: &str) -> Result<()> {
+    fn set_dotdot(&self, dir: u32, parent: u32, path: Name<'_>) -> Result<()> {
         unsafe extern "C" fn repoint(
             _dir: u32,
             _entry: c_int,
@@ -970,7 +1047,7 @@ impl Ext2Fs {
         }
     }
 
-    fn open_file(&self, ino: u32, path: &str, write: bool) -> Result<FileHandle<'_>> {
+    fn open_file(&self, ino: u32, path: Name<'_>, write: bool) -> Result<FileHandle<'_>> {
         let mut f: *mut sys::File = std::ptr::null_mut();
         let flags = if write { sys::EXT2_FILE_WRITE } else { 0 };
         // SAFETY: live handle; a null inode makes libext2fs read it; `f` is a valid out-pointer.
@@ -981,7 +1058,7 @@ impl Ext2Fs {
         Ok(FileHandle { fs: self, f })
     }
 
-    fn regular_file(&self, ino: u32, path: &str) -> Result<()> {
+    fn regular_file(&self, ino: u32, path: Name<'_>) -> Result<()> {
         let inode = self.read_inode(ino)?;
         match inode.i_mode & S_IFMT {
             S_IFREG if inode.i_flags & (EXT4_ENCRYPT_FL | EXT4_VERITY_FL) != 0 => {
@@ -999,7 +1076,7 @@ impl Ext2Fs {
     /// Moves an inline-data file's contents into a block, so the file I/O below never runs
     /// libext2fs's inline-data read/write paths, which corrupt memory and data before
     /// e2fsprogs 1.47.4 (upstream commits bc599a8b and 10d77615).
-    fn expand_inline(&self, ino: u32, path: &str) -> Result<()> {
+    fn expand_inline(&self, ino: u32, path: Name<'_>) -> Result<()> {
         let inode = self.read_inode(ino)?;
         if inode.i_flags & EXT4_INLINE_DATA_FL == 0 {
             return Ok(());
@@ -1021,7 +1098,7 @@ impl Ext2Fs {
         ino: u32,
         mut inode: sys::Inode,
         cap: u64,
-        path: &str,
+        path: Name<'_>,
     ) -> Result<Vec<u8>> {
         let i_size = u64::from(inode.i_size) | (u64::from(inode.i_size_high) << 32);
         if i_size > cap {
@@ -1067,13 +1144,13 @@ impl Ext2Fs {
         Ok(buf)
     }
 
-    fn existing_file(&self, path: &str) -> Result<u32> {
+    fn existing_file(&self, path: Name<'_>) -> Result<u32> {
         let ino = self.namei(path, false)?;
         self.regular_file(ino, path)?;
         Ok(ino)
     }
 
-    fn create_file(&self, path: &str, attrs: &NewFile) -> Result<u32> {
+    fn create_file(&self, path: Name<'_>, attrs: &NewFile) -> Result<u32> {
         let (dir, name) = self.parent_of(path)?;
         let mode = S_IFREG | perm_bits(attrs.mode)?;
         let ino = self.new_inode(dir, mode, path)?;
@@ -1135,7 +1212,7 @@ impl Ext2Fs {
     }
 
     /// Creates directory `name` in `dir` (which must not hold it yet) with `attrs`.
-    fn make_dir(&self, dir: u32, name: &str, path: &str, attrs: &NewFile) -> Result<u32> {
+    fn make_dir(&self, dir: u32, name: Name<'_>, path: Name<'_>, attrs: &NewFile) -> Result<u32> {
         let perms = perm_bits(attrs.mode)?;
         let ino = self.new_inode(dir, S_IFDIR | perms, path)?;
         let cname = std::ptr::null();
@@ -1174,7 +1251,13 @@ impl Ext2Fs {
     /// [`Error::NotFound`] if the parent is missing; [`Error::IsADirectory`] or
     /// [`Error::NotARegularFile`] (also for a symlink) at `path`; libext2fs and device errors,
     /// e.g. when the filesystem is full.
-    pub fn write_file(&mut self, path: &str, data: &[u8], attrs: &NewFile) -> Result<()> {
+    pub fn write_file<'p>(
+        &mut self,
+        path: impl Into<Name<'p>>,
+        data: &[u8],
+        attrs: &NewFile,
+    ) -> Result<()> {
+        let path: Name<'p> = path.into();
         let (dir, name) = self.parent_of(path)?;
         let ino = match self.lookup(dir, name)? {
             Some(ino) => {
@@ -1195,7 +1278,8 @@ impl Ext2Fs {
     ///
     /// # Errors
     /// As [`Ext2Fs::write_file`], and [`Error::NotFound`] if there is no file.
-    pub fn append(&mut self, path: &str, data: &[u8]) -> Result<()> {
+    pub fn append<'p>(&mut self, path: impl Into<Name<'p>>, data: &[u8]) -> Result<()> {
+        let path: Name<'p> = path.into();
         let ino = self.existing_file(path)?;
         self.expand_inline(ino, path)?;
         let f = self.open_file(ino, path, true)?;
@@ -1209,7 +1293,8 @@ impl Ext2Fs {
     ///
     /// # Errors
     /// As [`Ext2Fs::append`].
-    pub fn truncate(&mut self, path: &str, len: u64) -> Result<()> {
+    pub fn truncate<'p>(&mut self, path: impl Into<Name<'p>>, len: u64) -> Result<()> {
+        let path: Name<'p> = path.into();
         let ino = self.existing_file(path)?;
         self.expand_inline(ino, path)?;
         let f = self.open_file(ino, path, true)?;
@@ -1222,7 +1307,8 @@ impl Ext2Fs {
     ///
     /// # Errors
     /// [`Error::TooLarge`] over `cap`; as [`Ext2Fs::append`] otherwise.
-    pub fn read_file(&self, path: &str, cap: u64) -> Result<Vec<u8>> {
+    pub fn read_file<'p>(&self, path: impl Into<Name<'p>>, cap: u64) -> Result<Vec<u8>> {
+        let path: Name<'p> = path.into();
         let ino = self.existing_file(path)?;
         let inode = self.read_inode(ino)?;
         if inode.i_flags & EXT4_INLINE_DATA_FL != 0 {
@@ -1248,28 +1334,32 @@ impl Ext2Fs {
     /// # Errors
     /// [`Error::NotADirectory`] if a component exists and is not a directory; libext2fs and
     /// device errors.
-    pub fn mkdir_p(&mut self, path: &str, attrs: &NewFile) -> Result<()> {
+    pub fn mkdir_p<'p>(&mut self, path: impl Into<Name<'p>>, attrs: &NewFile) -> Result<()> {
+        let path: Name<'p> = path.into();
         // Checked before anything is created.
         perm_bits(attrs.mode)?;
         let comps = components(path)?;
         let mut dir = sys::EXT2_ROOT_INO;
-        let mut sofar = String::new();
+        let mut sofar: Vec<u8> = Vec::new();
         for name in comps {
-            sofar.push('/');
-            sofar.push_str(name);
+            sofar.push(b'/');
+            sofar.extend_from_slice(name);
+            let name = Name(name);
             if let Some(ino) = self.lookup(dir, name)? {
                 let target = if self.read_inode(ino)?.i_mode & S_IFMT == S_IFLNK {
-                    self.namei(&sofar, true)?
+                    self.namei(Name(&sofar), true)?
                 } else {
                     ino
                 };
                 if self.read_inode(target)?.i_mode & S_IFMT != S_IFDIR {
-                    return Err(Error::NotADirectory { path: sofar });
+                    return Err(Error::NotADirectory {
+                        path: Name(&sofar).into(),
+                    });
                 }
                 dir = target;
                 continue;
             }
-            dir = self.make_dir(dir, name, &sofar, attrs)?;
+            dir = self.make_dir(dir, name, Name(&sofar), attrs)?;
         }
         Ok(())
     }
@@ -1279,12 +1369,19 @@ impl Ext2Fs {
     ///
     /// # Errors
     /// [`Error::Exists`] if `path` exists; libext2fs errors for a target longer than a block.
-    pub fn symlink(&mut self, path: &str, target: &str, attrs: &NewFile) -> Result<()> {
+    pub fn symlink<'p>(
+        &mut self,
+        path: impl Into<Name<'p>>,
+        target: impl Into<Name<'p>>,
+        attrs: &NewFile,
+    ) -> Result<()> {
+        let path: Name<'p> = path.into();
+        let target: Name<'p> = target.into();
         let (dir, name) = self.parent_of(path)?;
         if self.lookup(dir, name)?.is_some() {
             return Err(Error::Exists { path: path.into() });
         }
-        let ctarget = cstring(target)?;
+        let ctarget = cstring(target.as_bytes())?;
         let ino = self.new_inode(dir, S_IFLNK | 0o777, path)?;
         // SAFETY: live handle, NUL-terminated target; with a null name libext2fs writes the
         // inode (and its block) and marks it in use without linking it.
@@ -1304,7 +1401,8 @@ impl Ext2Fs {
     ///
     /// # Errors
     /// [`Error::NotFound`]; [`Error::IsADirectory`].
-    pub fn unlink(&mut self, path: &str) -> Result<()> {
+    pub fn unlink<'p>(&mut self, path: impl Into<Name<'p>>) -> Result<()> {
+        let path: Name<'p> = path.into();
         let (dir, name) = self.parent_of(path)?;
         let ino = self
             .lookup(dir, name)?
@@ -1321,7 +1419,8 @@ impl Ext2Fs {
     ///
     /// # Errors
     /// [`Error::NotFound`]; [`Error::NotADirectory`]; [`Error::NotEmpty`].
-    pub fn rmdir(&mut self, path: &str) -> Result<()> {
+    pub fn rmdir<'p>(&mut self, path: impl Into<Name<'p>>) -> Result<()> {
+        let path: Name<'p> = path.into();
         let (dir, name) = self.parent_of(path)?;
         let ino = self
             .lookup(dir, name)?
@@ -1344,7 +1443,9 @@ impl Ext2Fs {
     /// # Errors
     /// [`Error::NotFound`]; [`Error::IsADirectory`]/[`Error::NotADirectory`] for a type
     /// mismatch; [`Error::NotEmpty`]; [`Error::Usage`] when moving a directory below itself.
-    pub fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+    pub fn rename<'p>(&mut self, from: impl Into<Name<'p>>, to: impl Into<Name<'p>>) -> Result<()> {
+        let from: Name<'p> = from.into();
+        let to: Name<'p> = to.into();
         let (sdir, sname) = self.parent_of(from)?;
         let ino = self
             .lookup(sdir, sname)?
@@ -1371,7 +1472,7 @@ impl Ext2Fs {
                     )));
                 }
                 cur = self
-                    .lookup(cur, "..")?
+                    .lookup(cur, Name(b".."))?
                     .ok_or_else(|| Error::NotFound { path: to.into() })?;
             }
         }
@@ -1417,7 +1518,8 @@ impl Ext2Fs {
     ///
     /// # Errors
     /// [`Error::Usage`] for bits outside `0o7777`; [`Error::NotFound`].
-    pub fn chmod(&mut self, path: &str, mode: u32) -> Result<()> {
+    pub fn chmod<'p>(&mut self, path: impl Into<Name<'p>>, mode: u32) -> Result<()> {
+        let path: Name<'p> = path.into();
         let perms = perm_bits(mode)?;
         let ino = self.namei(path, false)?;
         let mut inode = self.read_inode(ino)?;
@@ -1430,7 +1532,8 @@ impl Ext2Fs {
     ///
     /// # Errors
     /// [`Error::NotFound`].
-    pub fn chown(&mut self, path: &str, uid: u32, gid: u32) -> Result<()> {
+    pub fn chown<'p>(&mut self, path: impl Into<Name<'p>>, uid: u32, gid: u32) -> Result<()> {
+        let path: Name<'p> = path.into();
         let ino = self.namei(path, false)?;
         self.set_owner(ino, uid, gid, None)?;
         self.touch(ino, Self::changed_now())
@@ -1440,7 +1543,13 @@ impl Ext2Fs {
     ///
     /// # Errors
     /// [`Error::NotFound`].
-    pub fn utimens(&mut self, path: &str, atime: Timestamp, mtime: Timestamp) -> Result<()> {
+    pub fn utimens<'p>(
+        &mut self,
+        path: impl Into<Name<'p>>,
+        atime: Timestamp,
+        mtime: Timestamp,
+    ) -> Result<()> {
+        let path: Name<'p> = path.into();
         let ino = self.namei(path, false)?;
         self.touch(
             ino,
@@ -1456,7 +1565,8 @@ impl Ext2Fs {
     ///
     /// # Errors
     /// [`Error::NotFound`].
-    pub fn metadata(&self, path: &str) -> Result<Metadata> {
+    pub fn metadata<'p>(&self, path: impl Into<Name<'p>>) -> Result<Metadata> {
+        let path: Name<'p> = path.into();
         let ino = self.namei(path, false)?;
         let i = self.read_inode(ino)?;
         let extra = |end, v| self.has_extra(&i, end).then_some(v);
@@ -1472,7 +1582,7 @@ impl Ext2Fs {
         })
     }
 
-    fn xattrs(&self, path: &str) -> Result<Xattrs<'_>> {
+    fn xattrs(&self, path: Name<'_>) -> Result<Xattrs<'_>> {
         let ino = self.namei(path, false)?;
         let mut h: *mut sys::XattrHandle = std::ptr::null_mut();
         // SAFETY: live handle; `h` is a valid out-pointer.
@@ -1489,8 +1599,9 @@ impl Ext2Fs {
     ///
     /// # Errors
     /// [`Error::NotFound`] for the path; libext2fs errors.
-    pub fn get_xattr(&self, path: &str, name: &str) -> Result<Option<Vec<u8>>> {
-        let key = cstring(name)?;
+    pub fn get_xattr<'p>(&self, path: impl Into<Name<'p>>, name: &str) -> Result<Option<Vec<u8>>> {
+        let path: Name<'p> = path.into();
+        let key = cstring(name.as_bytes())?;
         let x = self.xattrs(path)?;
         let mut value: *mut c_void = std::ptr::null_mut();
         let mut len = 0usize;
@@ -1516,7 +1627,13 @@ impl Ext2Fs {
     ///
     /// # Errors
     /// [`Error::TooLarge`] over 64 KiB; libext2fs errors (unknown namespace, no space).
-    pub fn set_xattr(&mut self, path: &str, name: &str, value: &[u8]) -> Result<()> {
+    pub fn set_xattr<'p>(
+        &mut self,
+        path: impl Into<Name<'p>>,
+        name: &str,
+        value: &[u8],
+    ) -> Result<()> {
+        let path: Name<'p> = path.into();
         if value.len() > XATTR_SIZE_MAX {
             return Err(Error::TooLarge {
                 what: "xattr value",
@@ -1524,7 +1641,7 @@ impl Ext2Fs {
                 limit: XATTR_SIZE_MAX as u64,
             });
         }
-        let key = cstring(name)?;
+        let key = cstring(name.as_bytes())?;
         let x = self.xattrs(path)?;
         // SAFETY: live xattr handle, NUL-terminated key, `value` valid for its length.
         // ext2fs_xattr_set writes the attributes to disk itself.
@@ -1540,8 +1657,9 @@ impl Ext2Fs {
     ///
     /// # Errors
     /// [`Error::NotFound`] for the path; libext2fs errors.
-    pub fn remove_xattr(&mut self, path: &str, name: &str) -> Result<()> {
-        let key = cstring(name)?;
+    pub fn remove_xattr<'p>(&mut self, path: impl Into<Name<'p>>, name: &str) -> Result<()> {
+        let path: Name<'p> = path.into();
+        let key = cstring(name.as_bytes())?;
         let x = self.xattrs(path)?;
         // SAFETY: live xattr handle, NUL-terminated key; the change is written by the call.
         let code = unsafe { sys::ext2fs_xattr_remove(x.h, key.as_ptr()) };
@@ -1552,7 +1670,8 @@ impl Ext2Fs {
     ///
     /// # Errors
     /// [`Error::NotFound`] for the path; libext2fs errors.
-    pub fn list_xattrs(&self, path: &str) -> Result<Vec<String>> {
+    pub fn list_xattrs<'p>(&self, path: impl Into<Name<'p>>) -> Result<Vec<String>> {
+        let path: Name<'p> = path.into();
         unsafe extern "C" fn collect(
             name: *mut c_char,
             _value: *mut c_char,

@@ -6,8 +6,9 @@ use std::ffi::{c_char, c_int, c_uint, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::{
-    EXT4_ENCRYPT_FL, EXT4_INLINE_DATA_FL, Ext2Fs, FileHandle, Metadata, NewFile, S_IFBLK, S_IFCHR,
-    S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, dirent_name, is_dot, perm_bits, sys,
+    EXT4_ENCRYPT_FL, EXT4_INLINE_DATA_FL, Ext2Fs, FileHandle, Metadata, Name, NewFile, S_IFBLK,
+    S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, dirent_name, is_dot, perm_bits,
+    sys,
 };
 use crate::error::{Error, Result};
 
@@ -154,7 +155,8 @@ impl Ext2Fs {
     /// [`Error::NotFound`]; [`Error::NotADirectory`]; [`Error::TooLarge`] beyond the cap;
     /// [`Error::Unsupported`] for an encrypted directory (its names are ciphertext); libext2fs
     /// and device errors.
-    pub fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
+    pub fn read_dir<'p>(&self, path: impl Into<Name<'p>>) -> Result<Vec<DirEntry>> {
+        let path: Name<'p> = path.into();
         unsafe extern "C" fn collect(
             _dir: u32,
             _entry: c_int,
@@ -247,7 +249,8 @@ impl Ext2Fs {
     /// # Errors
     /// [`Error::NotFound`]; [`Error::Usage`] if `path` is not a symlink; [`Error::TooLarge`]
     /// for a target longer than a block can hold; libext2fs and device errors.
-    pub fn read_link(&self, path: &str) -> Result<Vec<u8>> {
+    pub fn read_link<'p>(&self, path: impl Into<Name<'p>>) -> Result<Vec<u8>> {
+        let path: Name<'p> = path.into();
         let ino = self.namei(path, false)?;
         let mut inode = self.read_inode(ino)?;
         if inode.i_mode & S_IFMT != S_IFLNK {
@@ -284,7 +287,13 @@ impl Ext2Fs {
     /// # Errors
     /// [`Error::NotFound`]; [`Error::IsADirectory`]; [`Error::NotARegularFile`]; libext2fs and
     /// device errors.
-    pub fn read_at(&self, path: &str, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    pub fn read_at<'p>(
+        &self,
+        path: impl Into<Name<'p>>,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize> {
+        let path: Name<'p> = path.into();
         let ino = self.existing_file(path)?;
         let inode = self.read_inode(ino)?;
         if inode.i_flags & EXT4_INLINE_DATA_FL != 0 {
@@ -317,7 +326,13 @@ impl Ext2Fs {
     /// # Errors
     /// [`Error::NotFound`]; [`Error::IsADirectory`]; [`Error::NotARegularFile`] (also for a
     /// symlink); [`Error::TooLarge`] if the end overflows; libext2fs and device errors.
-    pub fn write_at(&mut self, path: &str, offset: u64, data: &[u8]) -> Result<()> {
+    pub fn write_at<'p>(
+        &mut self,
+        path: impl Into<Name<'p>>,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<()> {
+        let path: Name<'p> = path.into();
         let ino = self.existing_file(path)?;
         let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
         if offset.checked_add(len).is_none() {
@@ -345,7 +360,8 @@ impl Ext2Fs {
     /// # Errors
     /// [`Error::Exists`]; [`Error::NotFound`] for a missing parent; [`Error::NotADirectory`];
     /// [`Error::Usage`] for bad mode bits or the root; libext2fs and device errors.
-    pub fn mkdir(&mut self, path: &str, attrs: &NewFile) -> Result<()> {
+    pub fn mkdir<'p>(&mut self, path: impl Into<Name<'p>>, attrs: &NewFile) -> Result<()> {
+        let path: Name<'p> = path.into();
         perm_bits(attrs.mode)?;
         let (dir, name) = self.parent_of(path)?;
         if self.lookup(dir, name)?.is_some() {

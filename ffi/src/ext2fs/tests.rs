@@ -159,8 +159,16 @@ fn superblock_fuzz_seed_and_mutations_never_panic() {
 
 #[test]
 fn path_rules() {
-    assert_eq!(components("/").expect("root"), Vec::<&str>::new());
-    assert_eq!(components("/a//b/").expect("ok"), vec!["a", "b"]);
+    assert_eq!(components("/").expect("root"), Vec::<&[u8]>::new());
+    assert_eq!(
+        components("/a//b/").expect("ok"),
+        vec![&b"a"[..], &b"b"[..]]
+    );
+    // ext4 names are bytes: not being UTF-8 is fine.
+    assert_eq!(
+        components(&b"/caf\xe9/x"[..]).expect("latin-1 name"),
+        vec![&b"caf\xe9"[..], &b"x"[..]]
+    );
     for bad in ["a/b", "", "/a/../b", "/./a", "/a\0b"] {
         assert!(
             matches!(components(bad), Err(Error::Usage(_))),
@@ -1895,4 +1903,56 @@ fn inline_files_and_symlinks_read_by_range() {
     commit(fs, t);
     e2fsck_clean(&img);
     assert_eq!(debugfs_cat_sized(&img, "/small"), b"inline bytes here!");
+}
+
+#[test]
+fn names_that_are_not_utf8_work() {
+    if !have_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let img = mkfs(dir.path(), "latin1.img", &Mkfs::default());
+    let (t, mut fs) = open_txn(&img);
+    let d: &[u8] = b"/r\xe9pertoire";
+    let f: &[u8] = b"/r\xe9pertoire/caf\xe9";
+    let g: &[u8] = b"/r\xe9pertoire/na\xefve";
+    fs.mkdir(d, &NewFile::dir(0o755)).expect("mkdir");
+    fs.write_file(f, b"latin-1\n", &NewFile::file(0o644))
+        .expect("write");
+    fs.rename(f, g).expect("rename");
+    fs.symlink(
+        &b"/lien"[..],
+        &b"r\xe9pertoire/na\xefve"[..],
+        &NewFile::file(0),
+    )
+    .expect("symlink");
+    let names: Vec<Vec<u8>> = fs
+        .read_dir(d)
+        .expect("list")
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, vec![b"na\xefve".to_vec()]);
+    assert_eq!(fs.read_file(g, 100).expect("read"), b"latin-1\n");
+    assert_eq!(
+        fs.read_link(&b"/lien"[..]).expect("readlink"),
+        b"r\xe9pertoire/na\xefve"
+    );
+    assert!(matches!(
+        fs.metadata(f),
+        Err(Error::NotFound { path }) if path == "/r\u{fffd}pertoire/caf\u{fffd}"
+    ));
+    commit(fs, t);
+    e2fsck_clean(&img);
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg(
+            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
+                b"cat /r\xe9pertoire/na\xefve",
+            ),
+        )
+        .arg(&img)
+        .output()
+        .expect("debugfs");
+    assert_eq!(out.stdout, b"latin-1\n");
 }

@@ -20,9 +20,9 @@
 //! bitmaps; that is why writers run inside a `disk::txn::Transaction`, whose recovery restores
 //! the original bytes of every block written.
 //!
-//! Limits of this binding: `ffi::ext2fs` takes paths, xattr names and symlink targets as UTF-8,
-//! so names that are not UTF-8 are refused with [`Error::Unsupported`] (listing such names with
-//! [`FsRead::read_dir`] works).
+//! Paths, names and symlink targets are bytes, as ext4 stores them (they need not be UTF-8);
+//! extended attribute *names* must be UTF-8 (they are ASCII in practice), others are refused
+//! with [`Error::Unsupported`].
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -102,17 +102,7 @@ fn map_err(e: ffi::Error) -> Error {
     }
 }
 
-/// A canonical path as the UTF-8 string `ffi::ext2fs` takes.
-fn utf8_path(path: &GuestPath) -> Result<String> {
-    String::from_utf8(path.to_bytes()).map_err(|_| {
-        Error::unsupported(
-            WHAT,
-            format!("{path}: the path is not UTF-8, which this libext2fs binding requires"),
-        )
-    })
-}
-
-/// A name (xattr name, symlink target) as UTF-8.
+/// An xattr name as the UTF-8 string `ffi::ext2fs` takes.
 fn utf8<'a>(what: &str, bytes: &'a [u8], path: &GuestPath) -> Result<&'a str> {
     std::str::from_utf8(bytes).map_err(|_| {
         Error::unsupported(
@@ -171,13 +161,17 @@ impl<'a> Extra<'a> {
     fn label(
         &self,
         fs: &mut Ext2Fs,
-        p: &str,
-        undo: fn(&mut Ext2Fs, &str) -> ffi::Result<()>,
+        p: &[u8],
+        undo: fn(&mut Ext2Fs, &[u8]) -> ffi::Result<()>,
     ) -> ffi::Result<()> {
         for (name, value) in &self.xattrs {
             if let Err(e) = fs.set_xattr(p, name, value) {
                 if let Err(u) = undo(fs, p) {
-                    tracing::debug!(error = %u, path = p, "removing a half-created entry failed");
+                    tracing::debug!(
+                        error = %u,
+                        path = %String::from_utf8_lossy(p),
+                        "removing a half-created entry failed"
+                    );
                 }
                 return Err(e);
             }
@@ -185,7 +179,7 @@ impl<'a> Extra<'a> {
         Ok(())
     }
 
-    fn stamp(&self, fs: &mut Ext2Fs, p: &str) -> ffi::Result<()> {
+    fn stamp(&self, fs: &mut Ext2Fs, p: &[u8]) -> ffi::Result<()> {
         match self.mtime {
             Some(m) => fs.utimens(p, Timestamp::now(), secs(m)),
             None => Ok(()),
@@ -236,7 +230,7 @@ impl FsRead for Ext4Rw {
     }
 
     fn lstat(&self, path: &GuestPath) -> Result<Metadata> {
-        let p = utf8_path(path)?;
+        let p = path.to_bytes();
         let md = self.with(|fs| fs.metadata(&p))?;
         Ok(Metadata {
             file_type: file_type(md.kind()),
@@ -251,7 +245,7 @@ impl FsRead for Ext4Rw {
     }
 
     fn read_dir(&self, path: &GuestPath) -> Result<Vec<DirEntry>> {
-        let p = utf8_path(path)?;
+        let p = path.to_bytes();
         let entries = self.with(|fs| fs.read_dir(&p))?;
         Ok(entries
             .into_iter()
@@ -263,7 +257,7 @@ impl FsRead for Ext4Rw {
     }
 
     fn read_link(&self, path: &GuestPath) -> Result<Vec<u8>> {
-        let p = utf8_path(path)?;
+        let p = path.to_bytes();
         self.with(|fs| {
             if fs.metadata(&p)?.kind() != FileKind::Symlink {
                 return Ok(None);
@@ -276,14 +270,14 @@ impl FsRead for Ext4Rw {
     }
 
     fn read_at(&self, path: &GuestPath, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let p = utf8_path(path)?;
+        let p = path.to_bytes();
         self.with(|fs| fs.read_at(&p, offset, buf))
     }
 }
 
 impl FsWrite for Ext4Rw {
     fn write_file(&self, path: &GuestPath, data: &[u8], attrs: &NewFileAttrs) -> Result<()> {
-        let p = utf8_path(path)?;
+        let p = path.to_bytes();
         let extra = Extra::new(attrs, path)?;
         let nf = new_file(attrs);
         self.with(|fs| {
@@ -296,7 +290,7 @@ impl FsWrite for Ext4Rw {
             if !extra.xattrs.is_empty() {
                 // Labelled before any data goes in, so the file never holds data unlabelled.
                 fs.write_file(&p, b"", &nf)?;
-                extra.label(fs, &p, Ext2Fs::unlink)?;
+                extra.label(fs, &p, |fs, p| fs.unlink(p))?;
             }
             fs.write_file(&p, data, &nf)?;
             extra.stamp(fs, &p)
@@ -304,12 +298,12 @@ impl FsWrite for Ext4Rw {
     }
 
     fn write_at(&self, path: &GuestPath, offset: u64, data: &[u8]) -> Result<()> {
-        let p = utf8_path(path)?;
+        let p = path.to_bytes();
         self.with(|fs| fs.write_at(&p, offset, data))
     }
 
     fn truncate(&self, path: &GuestPath, len: u64) -> Result<()> {
-        let p = utf8_path(path)?;
+        let p = path.to_bytes();
         self.with(|fs| fs.truncate(&p, len))
     }
 
@@ -319,11 +313,11 @@ impl FsWrite for Ext4Rw {
                 path: path.to_string(),
             });
         }
-        let p = utf8_path(path)?;
+        let p = path.to_bytes();
         let extra = Extra::new(attrs, path)?;
         self.with(|fs| {
             fs.mkdir(&p, &new_file(attrs))?;
-            extra.label(fs, &p, Ext2Fs::rmdir)?;
+            extra.label(fs, &p, |fs, p| fs.rmdir(p))?;
             extra.stamp(fs, &p)
         })
     }
@@ -334,12 +328,11 @@ impl FsWrite for Ext4Rw {
                 path: path.to_string(),
             });
         }
-        let p = utf8_path(path)?;
-        let t = utf8("symlink target", target, path)?;
+        let p = path.to_bytes();
         let extra = Extra::new(attrs, path)?;
         self.with(|fs| {
-            fs.symlink(&p, t, &new_file(attrs))?;
-            extra.label(fs, &p, Ext2Fs::unlink)?;
+            fs.symlink(&p, target, &new_file(attrs))?;
+            extra.label(fs, &p, |fs, p| fs.unlink(p))?;
             extra.stamp(fs, &p)
         })
     }
@@ -350,7 +343,7 @@ impl FsWrite for Ext4Rw {
                 path: path.to_string(),
             });
         }
-        let p = utf8_path(path)?;
+        let p = path.to_bytes();
         self.with(|fs| fs.unlink(&p))
     }
 
@@ -361,7 +354,7 @@ impl FsWrite for Ext4Rw {
                 why: "the root directory cannot be removed",
             });
         }
-        let p = utf8_path(path)?;
+        let p = path.to_bytes();
         self.with(|fs| fs.rmdir(&p))
     }
 
@@ -372,8 +365,8 @@ impl FsWrite for Ext4Rw {
                 why: "the root directory cannot be renamed or replaced",
             });
         }
-        let f = utf8_path(from)?;
-        let t = utf8_path(to)?;
+        let f = from.to_bytes();
+        let t = to.to_bytes();
         let inside = to.components().len() > from.components().len()
             && to.components().starts_with(from.components());
         if inside && self.with(|fs| fs.metadata(&f))?.kind() == FileKind::Directory {
@@ -386,17 +379,17 @@ impl FsWrite for Ext4Rw {
     }
 
     fn set_mode(&self, path: &GuestPath, mode: u32) -> Result<()> {
-        let p = utf8_path(path)?;
+        let p = path.to_bytes();
         self.with(|fs| fs.chmod(&p, mode))
     }
 
     fn set_owner(&self, path: &GuestPath, uid: u32, gid: u32) -> Result<()> {
-        let p = utf8_path(path)?;
+        let p = path.to_bytes();
         self.with(|fs| fs.chown(&p, uid, gid))
     }
 
     fn set_times(&self, path: &GuestPath, times: &Times) -> Result<()> {
-        let p = utf8_path(path)?;
+        let p = path.to_bytes();
         self.with(|fs| {
             let md = fs.metadata(&p)?;
             let atime = times.atime.map_or(md.atime, secs);
@@ -406,19 +399,19 @@ impl FsWrite for Ext4Rw {
     }
 
     fn get_xattr(&self, path: &GuestPath, name: &[u8]) -> Result<Option<Vec<u8>>> {
-        let p = utf8_path(path)?;
+        let p = path.to_bytes();
         let n = utf8("xattr name", name, path)?;
         self.with(|fs| fs.get_xattr(&p, n))
     }
 
     fn set_xattr(&self, path: &GuestPath, name: &[u8], value: &[u8]) -> Result<()> {
-        let p = utf8_path(path)?;
+        let p = path.to_bytes();
         let n = utf8("xattr name", name, path)?;
         self.with(|fs| fs.set_xattr(&p, n, value))
     }
 
     fn remove_xattr(&self, path: &GuestPath, name: &[u8]) -> Result<()> {
-        let p = utf8_path(path)?;
+        let p = path.to_bytes();
         let n = utf8("xattr name", name, path)?;
         let removed = self.with(|fs| {
             if fs.get_xattr(&p, n)?.is_none() {
@@ -436,7 +429,7 @@ impl FsWrite for Ext4Rw {
     }
 
     fn list_xattrs(&self, path: &GuestPath) -> Result<Vec<Vec<u8>>> {
-        let p = utf8_path(path)?;
+        let p = path.to_bytes();
         let names = self.with(|fs| fs.list_xattrs(&p))?;
         Ok(names.into_iter().map(String::into_bytes).collect())
     }
