@@ -400,6 +400,7 @@ fn every_version_applies_and_a_second_run_plans_nothing() {
          [[step]]\nfixer = \"windows-san-policy\"\n\
          [[step]]\nfixer = \"windows-crash-control\"\n",
     );
+    let src2 = fake_virtio_win();
     for v in [WIN2008R2, WIN2012R2, WIN2016, WIN2019, WIN2022] {
         let mut g = guest(v, &system_hive(v).build());
         let rep = report(v);
@@ -462,7 +463,8 @@ fn every_version_applies_and_a_second_run_plans_nothing() {
         );
         let n = apply(&p, &mut g).unwrap();
         assert_eq!(n, p.changes().count());
-        let again = run(&r, &rep, &g, &o).unwrap();
+        // The same packages from another place (the ISO mounted elsewhere): still nothing.
+        let again = run(&r, &rep, &g, &virtio_opts(src2.path(), &[])).unwrap();
         assert!(
             again.is_empty(),
             "{v:?}: second run plans {}",

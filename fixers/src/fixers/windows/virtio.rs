@@ -881,11 +881,15 @@ fn register_package(
     if let Some(pr) = &c.inf.version.provider {
         h.set_sz(&pkg_key, "Provider", pr)?;
     }
-    h.set_sz(
-        &pkg_key,
-        "OemPath",
-        &format!("{}\\{}", source.display(), c.dir.replace('/', "\\")),
-    )?;
+    // Where the package came from and when: kept from the first import, so a second run from
+    // another mount point of the same source plans nothing.
+    if h.value(&pkg_key, "OemPath")?.is_none() {
+        h.set_sz(
+            &pkg_key,
+            "OemPath",
+            &format!("{}\\{}", source.display(), c.dir.replace('/', "\\")),
+        )?;
+    }
     if h.value(&pkg_key, "ImportDate")?.is_none() {
         h.set(
             &pkg_key,
