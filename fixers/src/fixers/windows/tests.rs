@@ -931,3 +931,62 @@ fn a_drivers_hive_gets_the_same_database_entries() {
     let p = run(&r, &rep, &g, &virtio_opts(src.path(), &[])).unwrap();
     assert!(!p.changes().any(|c| c.path().ends_with("DRIVERS")));
 }
+
+/// The `.reg` text of every hive edit of `p`, with the two import timestamps masked.
+fn golden_text(p: &Plan) -> String {
+    let mut out = String::new();
+    for c in p.changes() {
+        if let Change::EditHive { path, reg, .. } = c {
+            out.push_str(&format!("; {path}\n"));
+            for line in reg.lines() {
+                let masked = ["\"ImportDate\"=", "\"UpdateDate\"="]
+                    .iter()
+                    .find(|k| line.starts_with(**k))
+                    .map_or_else(|| line.to_owned(), |k| format!("{k}<filetime>"));
+                out.push_str(&masked);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// The registry changes per Windows version, against `tests/windows-golden/<version>.reg`
+/// (`REHOST_BLESS=1` rewrites them), so every value of the layout is reviewed as text.
+#[test]
+fn golden_reg_per_version() {
+    let src = fake_virtio_win();
+    let r = recipe(
+        "[[step]]\nfixer = \"virtio-win\"\n\
+         [[step]]\nfixer = \"windows-hypervisor-services\"\n\
+         [[step]]\nfixer = \"windows-san-policy\"\n\
+         [[step]]\nfixer = \"windows-crash-control\"\n",
+    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/windows-golden");
+    let bless = std::env::var_os("REHOST_BLESS").is_some();
+    for (name, v) in [
+        ("win2008r2", WIN2008R2),
+        ("win2012r2", WIN2012R2),
+        ("win2016", WIN2016),
+        ("win2019", WIN2019),
+        ("win2022", WIN2022),
+    ] {
+        let g = guest(v, &system_hive(v).build());
+        let p = run(&r, &report(v), &g, &virtio_opts(src.path(), &[])).unwrap();
+        // The source's host path is part of OemPath; make it stable.
+        let text = golden_text(&p).replace(&src.path().display().to_string(), "<virtio-win>");
+        let file = dir.join(format!("{name}.reg"));
+        if bless {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&file, &text).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{}: {e} (REHOST_BLESS=1 writes it)", file.display()));
+        assert!(
+            text == want,
+            "{name}: registry changes differ from the golden file:\n{}",
+            crate::diff::unified(&file.display().to_string(), &want, &text, 3, 200)
+        );
+    }
+}
