@@ -20,6 +20,10 @@
 //! bitmaps; that is why writers run inside a `disk::txn::Transaction`, whose recovery restores
 //! the original bytes of every block written.
 //!
+//! Trust: libext2fs parses the filesystem's metadata in C. It is the reference implementation
+//! and heavily fuzzed, but a hostile image could still crash the process; open for writing only
+//! filesystems that the read side ([`super::Ext4Fs`]) or `e2fsck -n` has looked at first.
+//!
 //! Paths, names and symlink targets are bytes, as ext4 stores them (they need not be UTF-8);
 //! extended attribute *names* must be UTF-8 (they are ASCII in practice), others are refused
 //! with [`Error::Unsupported`].
@@ -369,13 +373,22 @@ impl FsWrite for Ext4Rw {
         let t = to.to_bytes();
         let inside = to.components().len() > from.components().len()
             && to.components().starts_with(from.components());
-        if inside && self.with(|fs| fs.metadata(&f))?.kind() == FileKind::Directory {
-            return Err(Error::InvalidPath {
+        let moved = self.with(|fs| {
+            // Checked under the same lock as the move (ffi would refuse it too, as a usage
+            // error; this gives the trait's error).
+            if inside && fs.metadata(&f)?.kind() == FileKind::Directory {
+                return Ok(false);
+            }
+            fs.rename(&f, &t).map(|()| true)
+        })?;
+        if moved {
+            Ok(())
+        } else {
+            Err(Error::InvalidPath {
                 path: to.to_string(),
                 why: "a directory cannot be moved into itself",
-            });
+            })
         }
-        self.with(|fs| fs.rename(&f, &t))
     }
 
     fn set_mode(&self, path: &GuestPath, mode: u32) -> Result<()> {

@@ -1534,3 +1534,120 @@ fn random_ops_on_debian12_vmware_root() {
 fn random_ops_on_ubuntu2204_uefi_root() {
     builder_run("ubuntu2204-uefi", 12);
 }
+
+// ----- other devices -------------------------------------------------------------------------
+
+/// Writes a small tree through `dev` (opened by `disk::open`), flushes, and returns what was
+/// written, for the caller to check on the raw image.
+fn edit_through(dev: Arc<dyn BlockWrite>) -> Vec<(String, Vec<u8>)> {
+    let fs = crate::open_rw(dev, WriteOptions::new()).expect("open ext through the device");
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let files = vec![
+        ("/etc/hostname".to_string(), b"through-a-device\n".to_vec()),
+        ("/var/lib/rehost/big".to_string(), big),
+    ];
+    fs.mkdir_p(b"/etc", &NewFileAttrs::dir()).expect("mkdir");
+    fs.mkdir_p(b"/var/lib/rehost", &NewFileAttrs::dir())
+        .expect("mkdir");
+    for (p, d) in &files {
+        fs.write_file(&gp(p), d, &NewFileAttrs::file())
+            .expect("write");
+    }
+    fs.flush().expect("flush");
+    files
+}
+
+fn check_files(t: &Target, files: &[(String, Vec<u8>)]) {
+    t.e2fsck_clean();
+    let reqs: Vec<String> = files.iter().map(|(p, _)| format!("cat {p}")).collect();
+    for ((p, want), got) in files.iter().zip(t.debugfs(&reqs)) {
+        assert!(got == *want, "{p} differs");
+    }
+}
+
+#[test]
+fn writes_through_qcow2() {
+    if !need(&["mke2fs", "e2fsck", "debugfs", "qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = mkfs(dir.path(), "base.img", "ext4", 4096, "", 32);
+    let q = dir.path().join("disk.qcow2");
+    let out = Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(&t.img)
+        .arg(&q)
+        .output()
+        .expect("qemu-img convert");
+    assert!(out.status.success());
+    let opened = disk::open::open(
+        q.to_str().expect("utf-8 temp path"),
+        &disk::open::OpenOptions::new()
+            .format(disk::detect::ImageFormat::Qcow2)
+            .access(Access::ReadWrite),
+    )
+    .expect("open qcow2");
+    let files = edit_through(opened.write().expect("writable"));
+    drop(opened);
+    let out = Command::new("qemu-img")
+        .args(["check", "-f", "qcow2"])
+        .arg(&q)
+        .output()
+        .expect("qemu-img check");
+    assert!(out.status.success(), "qemu-img check");
+    let back = Target {
+        img: dir.path().join("back.img"),
+        offset: 0,
+    };
+    let out = Command::new("qemu-img")
+        .args(["convert", "-f", "qcow2", "-O", "raw"])
+        .arg(&q)
+        .arg(&back.img)
+        .output()
+        .expect("qemu-img convert back");
+    assert!(out.status.success());
+    check_files(&back, &files);
+}
+
+#[test]
+fn writes_through_nbd() {
+    if !need(&["mke2fs", "e2fsck", "debugfs", "qemu-nbd"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = mkfs(dir.path(), "nbd.img", "ext4", 4096, "", 32);
+    let sock = dir.path().join("nbd.sock");
+    let mut child = Command::new("qemu-nbd")
+        .args(["-f", "raw", "--persistent", "-x", "exp"])
+        .arg(format!("--socket={}", sock.display()))
+        .arg(&t.img)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn qemu-nbd");
+    // Bounded by attempts, not by a time assertion.
+    for _ in 0..500 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let opened = disk::open::open(
+        &format!("nbd+unix:///exp?socket={}", sock.display()),
+        &disk::open::OpenOptions::new().access(Access::ReadWrite),
+    );
+    let files = opened.map(|o| {
+        let files = edit_through(o.write().expect("writable"));
+        drop(o);
+        files
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    check_files(&t, &files.expect("open nbd export"));
+}
+
+#[test]
+fn the_writer_is_send_and_sync() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Ext4Rw>();
+}
