@@ -266,9 +266,15 @@ fn owner(rng: &mut Rng) -> (u32, u32) {
     }
 }
 
+/// Kinds of operation in [`Run::op`].
+const OPS: u64 = 20;
+const OPS_USIZE: usize = 20;
+
 /// A random operation sequence against `fs` below `base` (an existing directory, empty).
 struct Run<'a> {
     fs: &'a dyn FsWrite,
+    /// How often each operation ran.
+    done: [usize; OPS_USIZE],
     rng: Rng,
     model: Model,
     base: String,
@@ -415,14 +421,22 @@ impl Run<'_> {
         }
     }
 
-    /// One random operation.
+    /// One random operation, counted when it ran.
+    fn step(&mut self) {
+        let op = self.rng.below(OPS);
+        if self.op(op) {
+            self.done[usize::try_from(op).unwrap_or(0)] += 1;
+        }
+    }
+
+    /// Runs operation `op`; false when the model had nothing to apply it to.
     #[allow(
         clippy::too_many_lines,
         reason = "one arm per operation reads best as a table"
     )]
-    fn step(&mut self) {
+    fn op(&mut self, op: u64) -> bool {
         let fs = self.fs;
-        match self.rng.below(20) {
+        match op {
             0 | 1 => {
                 let dir = self.choose(self.dirs()).expect("base");
                 let len = match self.rng.below(10) {
@@ -435,7 +449,7 @@ impl Run<'_> {
             2 => {
                 // Overwrite: contents change; inode, owner, mode and labels stay.
                 let Some(p) = self.choose(self.files()) else {
-                    return;
+                    return false;
                 };
                 let before = fs.lstat(&gp(&p)).expect("lstat");
                 let len = below(&mut self.rng, 20_000);
@@ -455,7 +469,7 @@ impl Run<'_> {
             3 | 4 => {
                 // write_at inside, across or past the end (a gap reads as zeros).
                 let Some(p) = self.choose(self.files()) else {
-                    return;
+                    return false;
                 };
                 let size = self.file_data(&p).len();
                 let off = below(&mut self.rng, size + 9000);
@@ -470,7 +484,7 @@ impl Run<'_> {
             }
             5 => {
                 let Some(p) = self.choose(self.files()) else {
-                    return;
+                    return false;
                 };
                 let size = self.file_data(&p).len();
                 let len = if self.rng.below(2) == 0 {
@@ -483,7 +497,7 @@ impl Run<'_> {
             }
             6 => {
                 let Some(p) = self.choose(self.files()) else {
-                    return;
+                    return false;
                 };
                 let len = below(&mut self.rng, 5000);
                 let data = content(&mut self.rng, len);
@@ -523,7 +537,7 @@ impl Run<'_> {
                     .model
                     .paths(|p, n| n.kind != Kind::Dir && !p.contains("/big"));
                 let Some(p) = self.choose(cands) else {
-                    return;
+                    return false;
                 };
                 fs.unlink(&gp(&p)).expect("unlink");
                 self.model.nodes.remove(&p);
@@ -539,7 +553,7 @@ impl Run<'_> {
                     .model
                     .paths(|p, n| n.kind == Kind::Dir && !p.ends_with("/big"));
                 let Some(p) = self.choose(cands) else {
-                    return;
+                    return false;
                 };
                 if self.model.children(&p).is_empty() {
                     fs.rmdir(&gp(&p)).expect("rmdir");
@@ -554,13 +568,13 @@ impl Run<'_> {
                     assert!(matches!(fs.rmdir(&gp(f)), Err(Error::NotADirectory { .. })));
                 }
             }
-            11 | 12 => self.rename(),
+            11 | 12 => return self.rename(),
             13 => {
                 let cands = self
                     .model
                     .paths(|p, n| !matches!(n.kind, Kind::Link(_)) && !p.contains("/big"));
                 let Some(p) = self.choose(cands) else {
-                    return;
+                    return false;
                 };
                 let mode = MODES[below(&mut self.rng, MODES.len())];
                 fs.set_mode(&gp(&p), mode).expect("chmod");
@@ -568,7 +582,7 @@ impl Run<'_> {
             }
             14 => {
                 let Some(p) = self.choose(self.any()) else {
-                    return;
+                    return false;
                 };
                 let (uid, gid) = owner(&mut self.rng);
                 fs.set_owner(&gp(&p), uid, gid).expect("chown");
@@ -577,7 +591,7 @@ impl Run<'_> {
             }
             15 => {
                 let Some(p) = self.choose(self.any()) else {
-                    return;
+                    return false;
                 };
                 let name = XATTR_NAMES[below(&mut self.rng, XATTR_NAMES.len())];
                 let len = below(&mut self.rng, 120);
@@ -593,7 +607,7 @@ impl Run<'_> {
             }
             16 => {
                 let Some(p) = self.choose(self.any()) else {
-                    return;
+                    return false;
                 };
                 let name = XATTR_NAMES[below(&mut self.rng, XATTR_NAMES.len())];
                 let had = self
@@ -613,7 +627,7 @@ impl Run<'_> {
             }
             17 => {
                 let Some(p) = self.choose(self.files()) else {
-                    return;
+                    return false;
                 };
                 let t = 1_500_000_000 + i64::try_from(self.rng.below(1 << 28)).unwrap_or(0);
                 fs.set_times(
@@ -628,13 +642,14 @@ impl Run<'_> {
             }
             _ => {
                 let Some(p) = self.choose(self.any()) else {
-                    return;
+                    return false;
                 };
                 self.verify(&p);
                 let base = self.base.clone();
                 self.verify_dir(&base);
             }
         }
+        true
     }
 
     fn verify_dir(&mut self, p: &str) {
@@ -659,10 +674,10 @@ impl Run<'_> {
         }
     }
 
-    fn rename(&mut self) {
+    fn rename(&mut self) -> bool {
         let fs = self.fs;
         let Some(from) = self.choose(self.any()) else {
-            return;
+            return false;
         };
         let is_dir = self.model.nodes[&from].kind == Kind::Dir;
         let replace = !is_dir && self.rng.below(3) == 0;
@@ -672,7 +687,7 @@ impl Run<'_> {
                 .paths(|p, n| n.kind != Kind::Dir && !p.contains("/big") && p != from);
             match self.choose(cands).as_ref() {
                 Some(t) => t.clone(),
-                None => return,
+                None => return false,
             }
         } else {
             let dir = self.choose(self.dirs()).expect("base");
@@ -686,12 +701,13 @@ impl Run<'_> {
                 ),
                 "{from} -> {to}"
             );
-            return;
+            return true;
         }
         fs.rename(&gp(&from), &gp(&to))
             .unwrap_or_else(|e| panic!("rename {from} -> {to}: {e}"));
         self.model.nodes.remove(&to);
         self.model.rename(&from, &to);
+        true
     }
 }
 
@@ -819,6 +835,7 @@ fn random_run(t: &Target, len: u64, base: &str, seed: u64, ops: usize, extras: E
     }
     let mut run = Run {
         fs: &*fs,
+        done: [0; OPS_USIZE],
         rng: Rng(seed),
         model: Model::default(),
         base: base.to_string(),
@@ -890,6 +907,12 @@ fn random_run(t: &Target, len: u64, base: &str, seed: u64, ops: usize, extras: E
     for _ in 0..ops {
         run.step();
     }
+    // Every kind of operation ran (verification is kinds 18 and 19).
+    assert!(
+        run.done.iter().all(|&n| n > 0),
+        "operations that never ran: {:?}",
+        run.done
+    );
     for p in run.any() {
         run.verify(&p);
     }
