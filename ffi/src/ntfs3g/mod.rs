@@ -110,6 +110,10 @@ pub struct Stat {
     pub atime: i64,
     /// Hard links (the record's `link_count`, which counts a DOS alias as a link).
     pub nlink: u16,
+    /// The unnamed `$DATA` stream has data on the volume: resident, empty, or with at least
+    /// one allocated cluster (false for the cluster-less sparse stream of a deduplicated,
+    /// WOF-compressed or cloud placeholder file).
+    pub data_on_volume: bool,
 }
 
 impl Stat {
@@ -268,6 +272,23 @@ impl AttrRef {
     fn data_size(&self) -> u64 {
         // SAFETY: a live attribute from `ntfs_attr_open`.
         u64::try_from(unsafe { (*self.ptr()).data_size }).unwrap_or(0)
+    }
+}
+
+impl AttrRef {
+    fn has_data_on_volume(&self) -> bool {
+        // SAFETY: a live attribute from `ntfs_attr_open`.
+        let a = unsafe { &*self.ptr() };
+        if a.state & sys::NA_NON_RESIDENT == 0 || a.data_size == 0 {
+            return true;
+        }
+        if a.data_flags & (sys::ATTR_COMPRESSION_MASK | sys::ATTR_IS_SPARSE) != 0 {
+            // For sparse and compressed streams libntfs-3g keeps the allocated clusters' size
+            // in `compressed_size`.
+            a.compressed_size > 0
+        } else {
+            a.allocated_size > 0
+        }
     }
 }
 
@@ -575,13 +596,12 @@ impl Ntfs3g {
 
     fn stat_inode(&self, ni: &InodeRef, path: &str) -> Result<Stat> {
         let is_dir = ni.is_dir();
-        let size = if is_dir {
-            0
+        let (size, data_on_volume) = if is_dir {
+            (0, true)
         } else {
-            match self.open_data(ni, path) {
-                Ok(Some(na)) => na.data_size(),
-                Ok(None) => 0,
-                Err(e) => return Err(e),
+            match self.open_data(ni, path)? {
+                Some(na) => (na.data_size(), na.has_data_on_volume()),
+                None => (0, true),
             }
         };
         let mut times = [0u64; 3];
@@ -604,6 +624,7 @@ impl Ntfs3g {
             mtime: unix_time(times[1]),
             atime: unix_time(times[2]),
             nlink: ni.mrec_u16(sys::MFT_RECORD_LINK_COUNT_OFFSET),
+            data_on_volume,
         })
     }
 
@@ -617,7 +638,17 @@ impl Ntfs3g {
         // is compared by address and never freed or written).
         let na = unsafe { sys::ntfs_attr_open(ni.ptr(), ty, (&raw mut sys::AT_UNNAMED).cast(), 0) };
         match NonNull::new(na) {
-            Some(na) => Ok(Some(AttrRef(na))),
+            Some(na) => {
+                let na = AttrRef(na);
+                // With a zero name length `ntfs_attr_open` matches the first attribute of the
+                // type whatever its name: a file without an unnamed `$DATA` (`$Secure`, a
+                // file with named streams only) would yield its first named stream.
+                // SAFETY: a live attribute from `ntfs_attr_open`.
+                if unsafe { (*na.ptr()).name_len } != 0 {
+                    return Ok(None);
+                }
+                Ok(Some(na))
+            }
             None => {
                 let code = errno();
                 if code == libc::ENOENT {

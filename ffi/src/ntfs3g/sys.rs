@@ -112,7 +112,14 @@ pub(crate) struct Attr {
     pub(crate) allocated_size: i64,
     pub(crate) data_size: i64,
     pub(crate) initialized_size: i64,
+    pub(crate) compressed_size: i64,
 }
+
+/// `attrib.h`: bit `NA_NonResident` of `ntfs_attr.state`.
+pub(crate) const NA_NON_RESIDENT: c_ulong = 1 << 1;
+/// `layout.h`: `ATTR_COMPRESSION_MASK` and `ATTR_IS_SPARSE` in `ntfs_attr.data_flags`.
+pub(crate) const ATTR_COMPRESSION_MASK: u16 = 0x00ff;
+pub(crate) const ATTR_IS_SPARSE: u16 = 0x8000;
 
 /// `security.h`: `struct SECURITY_CONTEXT` (complete; `MAPCOUNT` is 2).
 #[repr(C)]

@@ -409,7 +409,7 @@ fn build_image(size: u64, many: usize, full: bool) -> Option<Vec<u8>> {
 }
 
 /// The 16 MiB test volume, built once per test process.
-fn full_image() -> Option<&'static [u8]> {
+pub(super) fn full_image() -> Option<&'static [u8]> {
     static IMG: OnceLock<Option<Vec<u8>>> = OnceLock::new();
     IMG.get_or_init(|| build_image(16 << 20, MANY, true))
         .as_deref()

@@ -244,6 +244,27 @@ impl NtfsRw {
         Ok((md, kind, st))
     }
 
+    /// Refuses files whose reparse tag keeps the data elsewhere while their unnamed stream has
+    /// no cluster (deduplicated, WOF-compressed, cloud placeholders): the stream would read as
+    /// zeroes, and writing it would break the file (the reader refuses them the same way).
+    fn refuse_data_elsewhere(fs: &Ntfs3g, p: &str) -> Result<()> {
+        let st = fs.stat(p).map_err(map_err)?;
+        if !st.is_reparse_point() || st.data_on_volume {
+            return Ok(());
+        }
+        let data = fs
+            .read_reparse(p, reparse::MAX_REPARSE_DATA)
+            .map_err(map_err)?
+            .unwrap_or_default();
+        match reparse::parse(&data) {
+            Ok(Reparse::Other { tag }) if reparse::data_elsewhere(tag) => Err(Error::unsupported(
+                "ntfs reparse point",
+                format!("{p}: data is held outside the file by reparse tag {tag:#010x}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn no_xattrs(attrs: &NewFileAttrs, path: &GuestPath) -> Result<()> {
         if attrs.xattrs.is_empty() {
             Ok(())
@@ -313,6 +334,7 @@ impl FsRead for NtfsRw {
     fn read_at(&self, path: &GuestPath, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let p = path_str(path)?;
         let fs = self.lock();
+        Self::refuse_data_elsewhere(&fs, &p)?;
         fs.read_at(&p, offset, buf).map_err(map_err)
     }
 }
@@ -324,7 +346,10 @@ impl FsWrite for NtfsRw {
         let created = match self.lstat_locked(&fs, &p) {
             Ok((md, _, _)) => match md.file_type {
                 FileType::Directory => return Err(Error::IsADirectory { path: p }),
-                FileType::Regular => false,
+                FileType::Regular => {
+                    Self::refuse_data_elsewhere(&fs, &p)?;
+                    false
+                }
                 _ => {
                     return Err(Error::unsupported(
                         "ntfs writing",
@@ -350,12 +375,16 @@ impl FsWrite for NtfsRw {
 
     fn write_at(&self, path: &GuestPath, offset: u64, data: &[u8]) -> Result<()> {
         let p = path_str(path)?;
-        self.lock().write_at(&p, offset, data).map_err(map_err)
+        let fs = self.lock();
+        Self::refuse_data_elsewhere(&fs, &p)?;
+        fs.write_at(&p, offset, data).map_err(map_err)
     }
 
     fn truncate(&self, path: &GuestPath, len: u64) -> Result<()> {
         let p = path_str(path)?;
-        self.lock().truncate(&p, len).map_err(map_err)
+        let fs = self.lock();
+        Self::refuse_data_elsewhere(&fs, &p)?;
+        fs.truncate(&p, len).map_err(map_err)
     }
 
     fn mkdir(&self, path: &GuestPath, attrs: &NewFileAttrs) -> Result<()> {

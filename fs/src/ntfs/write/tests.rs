@@ -971,3 +971,82 @@ fn writes_through_an_undo_transaction_roll_back_to_the_original_bytes() {
     );
     ntfsfix_clean(&img);
 }
+
+/// The writer reads what the read-only reader reads, on the reader's own test volume
+/// (Interix symlinks, a junction, reparse symlinks, a deduplicated file, a compressed
+/// directory, a sparse file, 2,048 entries in one directory): listings, metadata, link targets
+/// and contents, or the same kind of error.
+#[test]
+fn reads_agree_with_the_read_only_reader() {
+    let Some(img) = crate::ntfs::tests::full_image() else {
+        return;
+    };
+    let ro = super::NtfsFs::open(Arc::new(MemDisk::from_vec(img.to_vec()))).expect("reader");
+    let rw = NtfsRw::open_rw(
+        Arc::new(MemDisk::from_vec(img.to_vec())),
+        WriteOptions::new(),
+    )
+    .expect("writer");
+    assert_eq!(rw.info(), ro.info());
+    let mut todo = vec![GuestPath::root()];
+    let (mut files, mut links, mut refused) = (0, 0, 0);
+    while let Some(dir) = todo.pop() {
+        let mut want = ro.read_dir(&dir).expect("reader lists");
+        let mut got = rw
+            .read_dir(&dir)
+            .unwrap_or_else(|e| panic!("read_dir {dir}: {e}"));
+        want.sort_by(|a, b| a.name.cmp(&b.name));
+        got.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(got, want, "listing of {dir}");
+        for e in want {
+            let p = dir.join_name(&e.name).expect("name");
+            let (a, b) = (ro.lstat(&p), rw.lstat(&p));
+            let a = a.unwrap_or_else(|e| panic!("reader lstat {p}: {e}"));
+            assert_eq!(b.expect("writer lstat"), a, "lstat {p}");
+            match a.file_type {
+                FileType::Directory if !e.name.starts_with(b"$") => todo.push(p),
+                FileType::Symlink => {
+                    links += 1;
+                    match (ro.read_link(&p), rw.read_link(&p)) {
+                        (Ok(x), Ok(y)) => assert_eq!(y, x, "read_link {p}"),
+                        (Err(x), Err(y)) => assert_eq!(y.to_string(), x.to_string(), "{p}"),
+                        (x, y) => panic!("read_link {p}: reader {x:?}, writer {y:?}"),
+                    }
+                }
+                FileType::Regular | FileType::Other if !e.name.starts_with(b"$") => {
+                    files += 1;
+                    match (
+                        ro.read_file(&p.to_bytes(), 16 << 20),
+                        rw.read_file(&p.to_bytes(), 16 << 20),
+                    ) {
+                        (Ok(x), Ok(y)) => assert!(x == y, "contents of {p}"),
+                        (Err(x), Err(y)) => {
+                            refused += 1;
+                            assert_eq!(y.to_string(), x.to_string(), "{p}");
+                        }
+                        (x, y) => panic!(
+                            "read {p}: reader {:?}, writer {:?}",
+                            x.map(|v| v.len()),
+                            y.map(|v| v.len())
+                        ),
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(
+        files > 2048 && links >= 4 && refused >= 1,
+        "{files} files, {links} links, {refused} refused"
+    );
+    // The deduplicated file cannot be written either: its data is not in the stream.
+    let dedup = gp("/dedup");
+    assert!(matches!(
+        rw.write_at(&dedup, 0, b"x"),
+        Err(Error::Unsupported { .. })
+    ));
+    assert!(matches!(
+        rw.truncate(&dedup, 0),
+        Err(Error::Unsupported { .. })
+    ));
+}
