@@ -88,6 +88,9 @@ enum RegCmd {
         /// Device holding the hive's filesystem, instead of the Windows system volume.
         #[arg(long, value_name = "DEVICE")]
         device: Option<String>,
+        /// Image format, instead of detecting it: raw or qcow2.
+        #[arg(long, value_name = "FORMAT", value_parser = crate::inspect_cmd::parse_format)]
+        format: Option<disk::detect::ImageFormat>,
     },
     /// Set a value (creating the key and missing parents).
     #[command(after_help = "Types and DATA:\n  \
@@ -156,6 +159,9 @@ enum RegCmd {
         /// Device holding the hive's filesystem, instead of the Windows system volume.
         #[arg(long, value_name = "DEVICE")]
         device: Option<String>,
+        /// Image format, instead of detecting it: raw or qcow2.
+        #[arg(long, value_name = "FORMAT", value_parser = crate::inspect_cmd::parse_format)]
+        format: Option<disk::detect::ImageFormat>,
     },
 }
 
@@ -168,8 +174,30 @@ pub(crate) fn run(args: &RegArgs) -> anyhow::Result<ExitCode> {
             name,
             json,
             device,
-        } => get(hive, key, name.as_deref(), *json, device.as_deref()),
-        RegCmd::Export { hive, key, device } => export(hive, key, device.as_deref()),
+            format,
+        } => get(
+            hive,
+            key,
+            name.as_deref(),
+            *json,
+            &ReadAt {
+                device: device.as_deref(),
+                format: *format,
+            },
+        ),
+        RegCmd::Export {
+            hive,
+            key,
+            device,
+            format,
+        } => export(
+            hive,
+            key,
+            &ReadAt {
+                device: device.as_deref(),
+                format: *format,
+            },
+        ),
         RegCmd::Set {
             hive,
             key,
@@ -393,11 +421,21 @@ fn edit(
     })
 }
 
+/// Where `get` and `export` read: `--device` and `--format`.
+struct ReadAt<'a> {
+    device: Option<&'a str>,
+    format: Option<disk::detect::ImageFormat>,
+}
+
 /// Opens the guest read-only and loads the hive for `get` and `export`.
-fn read_hive(h: &HiveArgs, device: Option<&str>) -> anyhow::Result<Hive> {
-    let opened = disk::open::open(&h.image, &disk::open::OpenOptions::new())
-        .with_context(|| format!("cannot open {}", h.image))?;
-    let view = inspect::guest_view(opened.read(), device)
+fn read_hive(h: &HiveArgs, at: &ReadAt<'_>) -> anyhow::Result<Hive> {
+    let mut opts = disk::open::OpenOptions::new();
+    if let Some(f) = at.format {
+        opts = opts.format(f);
+    }
+    let opened =
+        disk::open::open(&h.image, &opts).with_context(|| format!("cannot open {}", h.image))?;
+    let view = inspect::guest_view(opened.read(), at.device)
         .with_context(|| format!("cannot read the files of {}", h.image))?;
     let path = hive_path(&view.fs, &h.hive)?;
     load(&view.fs, &path, Unreplayable::ReadAsIs)
@@ -412,8 +450,8 @@ fn join_key(prefix: &str, key: &str) -> String {
     }
 }
 
-fn export(h: &HiveArgs, key: &str, device: Option<&str>) -> anyhow::Result<ExitCode> {
-    let hive = read_hive(h, device)?;
+fn export(h: &HiveArgs, key: &str, at: &ReadAt<'_>) -> anyhow::Result<ExitCode> {
+    let hive = read_hive(h, at)?;
     let k = hive
         .open_path(key)?
         .with_context(|| format!("key {key:?} not found"))?;
@@ -477,9 +515,9 @@ fn get(
     key: &str,
     name: Option<&str>,
     json: bool,
-    device: Option<&str>,
+    at: &ReadAt<'_>,
 ) -> anyhow::Result<ExitCode> {
-    let hive = read_hive(h, device)?;
+    let hive = read_hive(h, at)?;
     let k = hive
         .open_path(key)?
         .with_context(|| format!("key {key:?} not found"))?;

@@ -843,6 +843,19 @@ fn issue3_reg_on_windows_images() {
     assert_eq!(code, 0, "{err}");
     let current: u32 = out.trim().parse().unwrap();
     assert!(current >= 1, "{out}");
+    // The same through the qcow2 copy, format pinned.
+    let q = images::build_qcow2("win2019-bios").unwrap();
+    let (code, out_q, err) = run(&[
+        "reg",
+        "get",
+        "--format",
+        "qcow2",
+        q.to_str().unwrap(),
+        "SYSTEM",
+        "Select",
+        "Current",
+    ]);
+    assert_eq!((code, out_q.as_str()), (0, out.as_str()), "{err}");
     let key = format!(r"ControlSet{current:03}\Services\rehosttest");
     let (code, _, err) = run(&[
         "reg", "set", s, "SYSTEM", &key, "Start", "--type", "dword", "3",
