@@ -78,6 +78,29 @@ pub(crate) struct FixupArgs {
     /// NBD URI).
     #[arg(long, value_name = "FILE")]
     undo_file: Option<PathBuf>,
+    /// Leave DISK untouched: create NEW.qcow2, a qcow2 overlay backed by DISK, and write every
+    /// change there (no undo journal is needed; delete NEW.qcow2 to go back).
+    #[arg(long, value_name = "NEW.qcow2", conflicts_with_all = ["undo_file", "dry_run"])]
+    output: Option<PathBuf>,
+    /// Replace the --output file if it exists.
+    #[arg(long, requires = "output")]
+    overwrite: bool,
+    /// Windows: the virtio-win ISO or directory to take drivers from (default: $VIRTIO_WIN).
+    #[arg(long, value_name = "PATH")]
+    virtio_win: Option<PathBuf>,
+    /// Windows: the target's disk bus, which decides the boot-critical driver (viostor for
+    /// virtio-blk, vioscsi for virtio-scsi).
+    #[arg(long, value_name = "BUS", value_parser = ["virtio-blk", "virtio-scsi"])]
+    bus: Option<String>,
+    /// Windows: inject only these drivers (comma-separated, e.g. viostor,netkvm).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    drivers: Vec<String>,
+    /// Windows: never inject these drivers (comma-separated).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    exclude_drivers: Vec<String>,
+    /// Windows: inject no drivers (the guest already has them).
+    #[arg(long, conflicts_with_all = ["drivers", "exclude_drivers", "virtio_win"])]
+    no_drivers: bool,
     /// Write to a filesystem marked dirty (an ext4 journal needing recovery, the NTFS dirty
     /// flag). Hibernated Windows volumes are refused regardless.
     #[arg(long)]
@@ -120,18 +143,51 @@ fn make_plan(args: &FixupArgs, dev: disk::SharedRead, format: &str) -> anyhow::R
     };
     let view = inspect::guest_view(dev, None)
         .with_context(|| format!("cannot read the files of {}", args.disk))?;
-    let mut opts = PlanOptions::default();
-    if let Some(policy) = &args.net {
-        let mut t = toml::Table::new();
-        t.insert("policy".into(), toml::Value::String(policy.clone()));
-        opts.overrides = BTreeMap::from([("network".to_owned(), t)]);
-    }
+    let opts = PlanOptions {
+        overrides: overrides(args)?,
+    };
     let plan = fixers::plan(recipe, &report, os, &view.fs, &opts)
         .with_context(|| format!("cannot plan recipe {}", recipe.name))?;
     Ok(Planned {
         plan,
         recipe: recipe.name.clone(),
     })
+}
+
+/// Command-line options that override recipe step parameters, by fixer name.
+fn overrides(args: &FixupArgs) -> anyhow::Result<BTreeMap<String, toml::Table>> {
+    let mut out = BTreeMap::new();
+    if let Some(policy) = &args.net {
+        let mut t = toml::Table::new();
+        t.insert("policy".into(), toml::Value::String(policy.clone()));
+        out.insert("network".to_owned(), t);
+    }
+    let mut w = toml::Table::new();
+    if let Some(p) = &args.virtio_win {
+        let p = p
+            .to_str()
+            .with_context(|| format!("--virtio-win {} is not UTF-8", p.display()))?;
+        w.insert("virtio_win".into(), toml::Value::String(p.to_owned()));
+    }
+    if let Some(bus) = &args.bus {
+        w.insert("bus".into(), toml::Value::String(bus.clone()));
+    }
+    let names = |v: &[String]| {
+        toml::Value::Array(v.iter().map(|n| toml::Value::String(n.clone())).collect())
+    };
+    if !args.drivers.is_empty() {
+        w.insert("include".into(), names(&args.drivers));
+    }
+    if !args.exclude_drivers.is_empty() {
+        w.insert("exclude".into(), names(&args.exclude_drivers));
+    }
+    if args.no_drivers {
+        w.insert("no_drivers".into(), toml::Value::Boolean(true));
+    }
+    if !w.is_empty() {
+        out.insert("virtio-win".to_owned(), w);
+    }
+    Ok(out)
 }
 
 fn undo_file_for(args: &FixupArgs) -> anyhow::Result<PathBuf> {
@@ -225,8 +281,133 @@ fn apply_in_transaction(
     }
 }
 
+/// Applies `plan` straight to `dev` (an overlay nobody else has; no journal needed).
+fn apply_direct(dev: Arc<dyn BlockWrite>, plan: &Plan, force: bool) -> anyhow::Result<usize> {
+    let view = inspect::guest_view_rw(dev.clone(), None, WriteOptions::new().force(force))
+        .context("cannot open the guest's filesystems for writing")?;
+    let n = fixers::apply(plan, &mut FsApplier::new(&view.fs))?;
+    view.fs
+        .flush()
+        .context("cannot write the filesystems' metadata")?;
+    drop(view);
+    dev.flush().context("cannot flush the output image")?;
+    Ok(n)
+}
+
+/// The end of a run that wrote: the result, the verification and where the way back is.
+struct Outcome<'a> {
+    planned: &'a Planned,
+    applied: usize,
+    again: &'a Planned,
+    /// `("undo_file", path)` or `("output", path)`.
+    written: (&'static str, String),
+    recovered: bool,
+}
+
+fn report_outcome(args: &FixupArgs, o: &Outcome<'_>) -> anyhow::Result<ExitCode> {
+    let verified = o.again.plan.is_empty();
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let mut v = serde_json::json!({
+            "disk": args.disk,
+            "recipe": o.planned.recipe,
+            "dry_run": false,
+            "plan": o.planned.plan,
+            "applied": o.applied,
+            "rolled_back_interrupted_run": o.recovered,
+            "verified": verified,
+            "remaining": if verified { None } else { Some(&o.again.plan) },
+        });
+        v[o.written.0] = serde_json::Value::String(o.written.1.clone());
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        match o.written.0 {
+            "output" => writeln!(
+                out,
+                "applied {} change(s) to {} ({} was not changed)",
+                o.applied, o.written.1, args.disk
+            )?,
+            _ => writeln!(
+                out,
+                "applied {} change(s); undo file {} (`rehost undo {}` restores the original)",
+                o.applied, o.written.1, args.disk
+            )?,
+        }
+        if verified {
+            writeln!(
+                out,
+                "verified: inspecting the fixed disk again plans no further change"
+            )?;
+        } else {
+            writeln!(out, "NOT verified: planning again still finds changes:")?;
+            write!(out, "{}", o.again.plan.render_human())?;
+        }
+    }
+    Ok(if verified {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `--output NEW.qcow2`: the source is only read; every change lands in a new overlay.
+fn run_output(
+    args: &FixupArgs,
+    opened: &disk::open::Opened,
+    format: &str,
+    output: &Path,
+) -> anyhow::Result<ExitCode> {
+    if args.disk.contains("://") {
+        return Err(crate::write_cmd::UsageError(format!(
+            "--output needs an image file as the source, not {}",
+            args.disk
+        ))
+        .into());
+    }
+    let planned = make_plan(args, opened.read(), format)?;
+    if !args.json {
+        let mut out = std::io::stdout().lock();
+        write!(out, "{}", planned.plan.render_human())?;
+        out.flush()?;
+    }
+    let ov = disk::overlay::create_overlay(
+        Path::new(&args.disk),
+        output,
+        &disk::overlay::OverlayOptions::new()
+            .overwrite(args.overwrite)
+            .source_format(opened.format()),
+    )
+    .with_context(|| format!("cannot create {}", output.display()))?;
+    let ov: Arc<dyn BlockWrite> = Arc::new(ov);
+    let applied = match apply_direct(ov.clone(), &planned.plan, args.force) {
+        Ok(n) => n,
+        Err(e) => {
+            drop(ov);
+            let _ = std::fs::remove_file(output);
+            return Err(e.context(format!(
+                "fixup of {} failed; {} was removed and {} was not changed",
+                args.disk,
+                output.display(),
+                args.disk
+            )));
+        }
+    };
+    let again = make_plan(args, ov.clone(), "qcow2")
+        .context("the fixed overlay cannot be inspected again")?;
+    report_outcome(
+        args,
+        &Outcome {
+            planned: &planned,
+            applied,
+            again: &again,
+            written: ("output", output.display().to_string()),
+            recovered: false,
+        },
+    )
+}
+
 pub(crate) fn run(args: &FixupArgs) -> anyhow::Result<ExitCode> {
-    let access = if args.dry_run {
+    let access = if args.dry_run || args.output.is_some() {
         Access::ReadOnly
     } else {
         Access::ReadWrite
@@ -234,6 +415,9 @@ pub(crate) fn run(args: &FixupArgs) -> anyhow::Result<ExitCode> {
     let opened = open(&args.disk, &OpenOptions::new().access(access))
         .with_context(|| format!("cannot open {}", args.disk))?;
     let format = opened.format().name();
+    if let Some(output) = &args.output {
+        return run_output(args, &opened, format, output);
+    }
     // An interrupted run must be rolled back before we believe what we read.
     let mut previous = Previous::Nothing;
     let undo = if args.dry_run {
@@ -289,40 +473,14 @@ pub(crate) fn run(args: &FixupArgs) -> anyhow::Result<ExitCode> {
     // Judge the result with fresh eyes: everything read again from the committed disk.
     let again = make_plan(args, opened.read(), format)
         .context("the fixed disk cannot be inspected again")?;
-    let verified = again.plan.is_empty();
-    if args.json {
-        let v = serde_json::json!({
-            "disk": args.disk,
-            "recipe": planned.recipe,
-            "dry_run": false,
-            "plan": planned.plan,
-            "applied": applied,
-            "undo_file": undo.display().to_string(),
-            "rolled_back_interrupted_run": recovered,
-            "verified": verified,
-            "remaining": if verified { None } else { Some(&again.plan) },
-        });
-        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
-    } else {
-        writeln!(
-            out,
-            "applied {applied} change(s); undo file {} (`rehost undo {}` restores the original)",
-            undo.display(),
-            args.disk
-        )?;
-        if verified {
-            writeln!(
-                out,
-                "verified: inspecting the fixed disk again plans no further change"
-            )?;
-        } else {
-            writeln!(out, "NOT verified: planning again still finds changes:")?;
-            write!(out, "{}", again.plan.render_human())?;
-        }
-    }
-    Ok(if verified {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    report_outcome(
+        args,
+        &Outcome {
+            planned: &planned,
+            applied,
+            again: &again,
+            written: ("undo_file", undo.display().to_string()),
+            recovered,
+        },
+    )
 }

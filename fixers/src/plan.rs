@@ -13,20 +13,20 @@ use crate::{Error, FixContext, Recipe, Result};
 /// Largest diff rendered per file, in lines of output (longer diffs are cut with a note).
 const MAX_DIFF_LINES: usize = 2000;
 
-/// Serialises bytes as a JSON string when they are UTF-8, else as `{"hex": "..."}`.
+/// Largest text content carried whole in the JSON plan; longer or binary content (an initramfs
+/// is 20 to 150 MiB) is summarised by length and CRC-32, so `--json` stays readable and bounded.
+const MAX_JSON_TEXT: usize = 256 * 1024;
+
+/// Serialises bytes as a JSON string when they are short UTF-8 text, else as
+/// `{"bytes": N, "crc32": "xxxxxxxx"}`.
 fn ser_bytes<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
     match std::str::from_utf8(b) {
-        Ok(t) => s.serialize_str(t),
-        Err(_) => {
-            let mut m = s.serialize_map(Some(1))?;
-            let hex: String = b
-                .iter()
-                .fold(String::with_capacity(b.len() * 2), |mut acc, x| {
-                    let _ = write!(acc, "{x:02x}");
-                    acc
-                });
-            m.serialize_entry("hex", &hex)?;
+        Ok(t) if t.len() <= MAX_JSON_TEXT => s.serialize_str(t),
+        _ => {
+            let mut m = s.serialize_map(Some(2))?;
+            m.serialize_entry("bytes", &b.len())?;
+            m.serialize_entry("crc32", &format!("{:08x}", crc32fast::hash(b)))?;
             m.end()
         }
     }
@@ -533,7 +533,11 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&p.to_json()).unwrap();
         let c = &v["steps"][0]["changes"];
         assert_eq!(c[0]["op"], "delete-file");
-        assert_eq!(c[0]["old"]["hex"], "ff00");
+        assert_eq!(c[0]["old"]["bytes"], 2);
+        assert_eq!(
+            c[0]["old"]["crc32"],
+            format!("{:08x}", crc32fast::hash(&[0xff, 0x00]))
+        );
         assert_eq!(c[1]["op"], "symlink");
         assert_eq!(c[1]["target"], "t");
         let h = p.render_human();
