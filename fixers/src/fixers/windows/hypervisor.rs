@@ -111,7 +111,10 @@ fn clean_filters(h: &mut HiveEdit, key: &str, names: &[String]) -> Result<bool> 
             .iter()
             .filter(|i| !names.iter().any(|n| n.eq_ignore_ascii_case(i)))
             .collect();
-        if kept.len() != items.len() {
+        if kept.is_empty() {
+            // An empty list is no list: remove the value, as uninstalling the filter would.
+            changed |= h.delete_value(key, list)?;
+        } else if kept.len() != items.len() {
             changed |= h.set(key, list, hive::ValueType::MultiSz, &multi_sz(&kept))?;
         }
     }
