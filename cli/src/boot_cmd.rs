@@ -82,6 +82,10 @@ pub(crate) struct BootArgs {
     /// PCI slot of the NIC (3..=31); the guest's predictable name is ens<SLOT>.
     #[arg(long, value_name = "SLOT", default_value_t = cloud::DEFAULT_NIC_SLOT)]
     nic_slot: u8,
+    /// First address qemu's DHCP server hands out [default: 10.0.2.15]; set it away from a
+    /// static address to tell a lease from a preserved configuration.
+    #[arg(long, value_name = "ADDR")]
+    dhcp_start: Option<std::net::Ipv4Addr>,
     /// Guest memory in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 1024)]
     memory: u32,
@@ -121,6 +125,7 @@ fn settings(args: &BootArgs) -> anyhow::Result<(Volume, BootOptions)> {
         log_path: args.keep_log.clone(),
         snapshot: !args.writable,
         accel: args.accel.parse::<AccelChoice>()?,
+        dhcp_start: args.dhcp_start,
     };
     if let Some(p) = &args.expect {
         opts = opts.expect(p)?;
@@ -200,6 +205,8 @@ mod tests {
             "--writable",
             "--expect",
             "login:",
+            "--dhcp-start",
+            "10.0.2.50",
         ]))
         .unwrap();
         assert_eq!(o.firmware, Firmware::Uefi);
@@ -211,6 +218,7 @@ mod tests {
         assert_eq!(o.accel, AccelChoice::Tcg);
         assert!(!o.snapshot);
         assert!(o.expect.unwrap().is_match("x login:"));
+        assert_eq!(o.dhcp_start, Some(std::net::Ipv4Addr::new(10, 0, 2, 50)));
     }
 
     #[test]

@@ -244,6 +244,9 @@ pub struct BootOptions {
     pub snapshot: bool,
     /// Accelerator.
     pub accel: AccelChoice,
+    /// First address qemu's DHCP server hands out (default 10.0.2.15). Set it away from a
+    /// guest's static address to tell a DHCP lease from a preserved static configuration.
+    pub dhcp_start: Option<std::net::Ipv4Addr>,
 }
 
 impl Default for BootOptions {
@@ -262,6 +265,7 @@ impl Default for BootOptions {
             log_path: None,
             snapshot: true,
             accel: AccelChoice::default(),
+            dhcp_start: None,
         }
     }
 }
@@ -345,6 +349,14 @@ impl BootOptions {
                 self.cpus
             )));
         }
+        if let Some(a) = self.dhcp_start
+            && !(a.octets()[..3] == [10, 0, 2] && (4..=254).contains(&a.octets()[3]))
+        {
+            // OK to index: octets() is [u8; 4].
+            return Err(Error::Usage(format!(
+                "dhcp start {a} out of range 10.0.2.4..=10.0.2.254 (qemu's user network)"
+            )));
+        }
         if self.timeout.is_some_and(|t| t.is_zero()) {
             return Err(Error::Usage("timeout 0 s out of range 1.. s".to_owned()));
         }
@@ -416,6 +428,20 @@ mod tests {
                 ..BootOptions::default()
             }),
             "usage: cpus 0 out of range 1..=64"
+        );
+        assert_eq!(
+            bad(BootOptions {
+                dhcp_start: Some(std::net::Ipv4Addr::new(192, 168, 0, 9)),
+                ..BootOptions::default()
+            }),
+            "usage: dhcp start 192.168.0.9 out of range 10.0.2.4..=10.0.2.254 (qemu's user network)"
+        );
+        assert_eq!(
+            bad(BootOptions {
+                dhcp_start: Some(std::net::Ipv4Addr::new(10, 0, 2, 2)),
+                ..BootOptions::default()
+            }),
+            "usage: dhcp start 10.0.2.2 out of range 10.0.2.4..=10.0.2.254 (qemu's user network)"
         );
         let e = BootOptions::default().expect("(").unwrap_err().to_string();
         assert!(

@@ -161,9 +161,13 @@ impl LocalQemu {
             ]);
         }
         // The NIC first, in its fixed slot, so nothing else can take that slot.
+        let netdev = match opts.dhcp_start {
+            Some(a) => format!("user,id=net0,dhcpstart={a}"),
+            None => "user,id=net0".to_owned(),
+        };
         push(&[
             "-netdev",
-            "user,id=net0",
+            &netdev,
             "-device",
             &format!(
                 "virtio-net-pci,netdev=net0,mac={},addr={:#x}",
@@ -649,6 +653,7 @@ mod tests {
     fn uefi_kvm_scsi_qcow2_and_escaping() {
         let opts = BootOptions {
             nic_slot: 4,
+            dhcp_start: Some(std::net::Ipv4Addr::new(10, 0, 2, 50)),
             mac: "00:50:56:9a:12:34".into(),
             snapshot: false,
             ..BootOptions::default()
@@ -666,7 +671,7 @@ mod tests {
             "-drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"
         ));
         assert!(s.contains("-drive if=pflash,format=raw,unit=1,file=/run/x/VARS.fd"));
-        assert!(s.contains("virtio-net-pci,netdev=net0,mac=00:50:56:9a:12:34,addr=0x4"));
+        assert!(s.contains("-netdev user,id=net0,dhcpstart=10.0.2.50 -device virtio-net-pci,netdev=net0,mac=00:50:56:9a:12:34,addr=0x4"));
         assert!(s.contains("file=/img/a,,b.qcow2,format=qcow2,if=none,id=disk0,snapshot=off"));
         // The disk controller moves out of the NIC's slot.
         assert!(s.contains("-device virtio-scsi-pci,id=scsi0,addr=0x5"));
