@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use disk::open::{OpenOptions, open};
+use disk::open::open;
 use drivers::{Arch, Catalog, Source, WindowsTarget};
 
 /// Driver catalogs.
@@ -37,8 +37,8 @@ struct ListArgs {
 }
 
 fn target_of(disk_arg: &str) -> anyhow::Result<WindowsTarget> {
-    let opened =
-        open(disk_arg, &OpenOptions::new()).with_context(|| format!("cannot open {disk_arg}"))?;
+    let opened = open(disk_arg, &crate::open_options())
+        .with_context(|| format!("cannot open {disk_arg}"))?;
     let report = inspect::inspect(opened.read(), disk_arg, opened.format().name())?;
     let Some(os) = report
         .operating_systems

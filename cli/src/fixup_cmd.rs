@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use disk::BlockWrite;
-use disk::open::{Access, OpenOptions, open};
+use disk::open::{Access, open};
 use disk::txn::{State, Transaction};
 use fixers::{FsApplier, Plan, PlanOptions, Recipe, RecipeSet};
 use guestfs::write::{FsWrite, WriteOptions};
@@ -412,7 +412,7 @@ pub(crate) fn run(args: &FixupArgs) -> anyhow::Result<ExitCode> {
     } else {
         Access::ReadWrite
     };
-    let opened = open(&args.disk, &OpenOptions::new().access(access))
+    let opened = open(&args.disk, &crate::open_options().access(access))
         .with_context(|| format!("cannot open {}", args.disk))?;
     let format = opened.format().name();
     if let Some(output) = &args.output {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use disk::detect::ImageFormat;
-use disk::open::{Access, OpenOptions, open};
+use disk::open::{Access, open};
 use guestfs::{FileType, FsRead, FsReadExt};
 
 /// Largest file `rehost cat` prints (guest files are untrusted; a 100 GiB "log" is possible).
@@ -39,7 +39,7 @@ pub(crate) fn split_target(t: &str) -> (&str, &str) {
 
 fn view(args: &GuestPathArgs) -> anyhow::Result<(inspect::GuestView, String)> {
     let (disk_arg, path) = split_target(&args.target);
-    let mut opts = OpenOptions::new();
+    let mut opts = crate::open_options();
     if let Some(f) = args.format {
         opts = opts.format(f);
     }
@@ -254,7 +254,7 @@ pub(crate) fn undo(args: &UndoArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let path = args.image.to_str().context("image path is not UTF-8")?;
-    let opened = open(path, &OpenOptions::new().access(Access::ReadWrite))
+    let opened = open(path, &crate::open_options().access(Access::ReadWrite))
         .with_context(|| format!("cannot open {path} for writing"))?;
     let dev = opened
         .write()

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use disk::detect::ImageFormat;
-use disk::open::{OpenOptions, open};
+use disk::open::open;
 
 pub(crate) const LONG_ABOUT: &str = "\
 Report what is on one or more disks: the partition table, every filesystem and logical volume, \
@@ -52,7 +52,7 @@ pub(crate) fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     let mut all_found = true;
     for d in &args.disks {
-        let mut opts = OpenOptions::new();
+        let mut opts = crate::open_options();
         if let Some(f) = args.format {
             opts = opts.format(f);
         }

@@ -34,6 +34,11 @@ struct Cli {
     /// Log more to standard error (-v debug, -vv trace). RUST_LOG overrides it.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Let qcow2 images use backing files, up to DEPTH levels (an overlay written by
+    /// `--output` has one). Off by default: a backing file named inside an untrusted image
+    /// could make rehost read any file of this host.
+    #[arg(long, global = true, value_name = "DEPTH", value_parser = clap::value_parser!(u8).range(1..=10))]
+    allow_backing: Option<u8>,
     #[command(subcommand)]
     command: Command,
 }
@@ -97,9 +102,24 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
+/// The backing-file policy chosen on the command line, set once in [`run`].
+static BACKING: std::sync::OnceLock<disk::open::BackingPolicy> = std::sync::OnceLock::new();
+
+/// Options for opening a DISK argument: the defaults plus the command line's backing policy.
+pub(crate) fn open_options() -> disk::open::OpenOptions {
+    let policy = BACKING
+        .get()
+        .copied()
+        .unwrap_or_else(disk::open::BackingPolicy::deny);
+    disk::open::OpenOptions::new().backing(policy)
+}
+
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    if let Some(depth) = cli.allow_backing {
+        let _ = BACKING.set(disk::open::BackingPolicy::allow(depth.into()));
+    }
     match cli.command {
         Command::Inspect(args) => inspect_cmd::run(&args),
         Command::Ls(args) => guest_cmd::ls(&args),

@@ -429,7 +429,7 @@ struct ReadAt<'a> {
 
 /// Opens the guest read-only and loads the hive for `get` and `export`.
 fn read_hive(h: &HiveArgs, at: &ReadAt<'_>) -> anyhow::Result<Hive> {
-    let mut opts = disk::open::OpenOptions::new();
+    let mut opts = crate::open_options();
     if let Some(f) = at.format {
         opts = opts.format(f);
     }

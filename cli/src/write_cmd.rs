@@ -17,7 +17,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use disk::BlockWrite;
 use disk::detect::ImageFormat;
-use disk::open::{Access, OpenOptions, open};
+use disk::open::{Access, open};
 use disk::txn::{State, Transaction};
 use guestfs::write::{FsWriteExt, NewFileAttrs, WriteOptions, resolve_parent};
 use guestfs::{FileType, FsRead, FsReadExt, GuestPath};
@@ -285,7 +285,7 @@ pub(crate) fn run_plan(
 
     // Plan against a read-only view: refusals (missing parents, dirty hives) happen here, before
     // anything is opened for writing.
-    let mut ro = OpenOptions::new();
+    let mut ro = crate::open_options();
     if let Some(f) = opts.format {
         ro = ro.format(f);
     }
@@ -356,7 +356,9 @@ pub(crate) fn run_plan(
         (None, Some(undo)) => {
             let opened = open(
                 disk_arg,
-                &OpenOptions::new().format(format).access(Access::ReadWrite),
+                &crate::open_options()
+                    .format(format)
+                    .access(Access::ReadWrite),
             )
             .with_context(|| format!("cannot open {disk_arg} for writing"))?;
             let raw = opened

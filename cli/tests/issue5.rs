@@ -214,3 +214,75 @@ fn issue5_fixup_applies_verifies_and_is_idempotent_and_undoable() {
         "undo did not restore the original"
     );
 }
+
+#[test]
+fn issue5_fixup_output_writes_an_overlay_and_leaves_the_source_alone() {
+    if !have("qemu-img") {
+        return;
+    }
+    let img = images::build("debian12-vmware").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("src.raw");
+    std::fs::copy(&img, &copy).unwrap();
+    let original = std::fs::read(&copy).unwrap();
+    let out = dir.path().join("fixed.qcow2");
+    let (code, stdout, err) = rehost(&[
+        "fixup",
+        "--json",
+        "--output",
+        out.to_str().unwrap(),
+        copy.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["verified"], true);
+    assert_eq!(v["output"], out.to_str().unwrap());
+    assert!(v["applied"].as_u64().unwrap() > 0);
+    assert!(
+        std::fs::read(&copy).unwrap() == original,
+        "the source changed"
+    );
+    assert!(!disk::txn::undo_path_for(&copy).exists());
+    let check = Command::new("qemu-img")
+        .args(["check", "-f", "qcow2"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    // Reading an overlay needs its backing file allowed, explicitly.
+    let target = format!("{}:/etc/fstab", out.display());
+    let (code, _, err) = rehost(&["cat", &target]);
+    assert_eq!(code, 2);
+    assert!(err.contains("backing policy does not allow"), "{err}");
+    let (code, fstab, err) = rehost(&["cat", "--allow-backing", "1", &target]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        fstab.contains("UUID=6a3c1f0e-2b7d-4c5e-9f10-1d2e3f4a5b6c / ext4"),
+        "{fstab}"
+    );
+    // The overlay is fixed: planning it again finds nothing.
+    let (code, plan, err) = rehost(&[
+        "fixup",
+        "--allow-backing",
+        "1",
+        "--dry-run",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(plan.contains("nothing to change"), "{plan}");
+    // An existing output is refused unless --overwrite, and nothing changes.
+    let before = std::fs::read(&out).unwrap();
+    let (code, _, err) = rehost(&[
+        "fixup",
+        "--output",
+        out.to_str().unwrap(),
+        copy.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("already exists"), "{err}");
+    assert!(std::fs::read(&out).unwrap() == before);
+}
