@@ -463,6 +463,14 @@ fn every_version_applies_and_a_second_run_plans_nothing() {
         );
         let n = apply(&p, &mut g).unwrap();
         assert_eq!(n, p.changes().count());
+        let same = run(&r, &rep, &g, &o).unwrap();
+        assert!(
+            same.steps[0]
+                .summary
+                .starts_with("vioscsi already installed as boot-start storage driver"),
+            "{}",
+            same.steps[0].summary
+        );
         // The same packages from another place (the ISO mounted elsewhere): still nothing.
         let again = run(&r, &rep, &g, &virtio_opts(src2.path(), &[])).unwrap();
         assert!(

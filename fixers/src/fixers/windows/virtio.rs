@@ -650,7 +650,15 @@ impl Injector<'_, '_> {
         if let Some(d) = drivers_hive {
             self.out.changes.extend(d.finish()?);
         }
-        self.out.notes.extend(boot_note);
+        // A second run over a fixed guest says so rather than "installed".
+        let nothing = self.out.changes.is_empty();
+        self.out.notes.extend(boot_note.map(|n| {
+            if nothing {
+                n.replacen(" installed as ", " already installed as ", 1)
+            } else {
+                n
+            }
+        }));
         if !copied.is_empty() {
             self.out.notes.push(format!(
                 "copied to %SystemRoot%\\{VIRTIO_DIR} (DevicePath): {}",
