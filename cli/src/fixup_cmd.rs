@@ -236,6 +236,12 @@ fn settle_previous(dev: &dyn BlockWrite, undo: &Path, disk: &str) -> anyhow::Res
                 )
             })?;
             tracing::info!(blocks = ?n, "rolled back an interrupted run");
+            // Said on stderr even with --json: the user must know the disk was changed back.
+            let _ = writeln!(
+                std::io::stderr(),
+                "rehost: an earlier run on {disk} was interrupted; rolled it back from {} first",
+                undo.display()
+            );
             Ok(Previous::RolledBack)
         }
         State::Committed => Ok(Previous::Committed),

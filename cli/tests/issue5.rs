@@ -286,3 +286,36 @@ fn issue5_fixup_output_writes_an_overlay_and_leaves_the_source_alone() {
     assert!(err.contains("already exists"), "{err}");
     assert!(std::fs::read(&out).unwrap() == before);
 }
+
+#[test]
+fn issue5_fixup_rolls_back_an_interrupted_run_before_fixing() {
+    use disk::BlockWrite;
+    let img = images::build("debian12-vmware").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("d.raw");
+    std::fs::copy(&img, &copy).unwrap();
+    let original = std::fs::read(&copy).unwrap();
+    // A run that died half-way: originals journaled, garbage written over the root
+    // filesystem's first MiB (superblock included), no commit.
+    {
+        let dev = std::sync::Arc::new(
+            disk::raw::RawFile::open(&copy, disk::open::Access::ReadWrite).unwrap(),
+        );
+        let txn = disk::txn::Transaction::begin(dev, &disk::txn::undo_path_for(&copy)).unwrap();
+        txn.write_all_at(1 << 20, &vec![0xa5; 1 << 20]).unwrap();
+        txn.flush().unwrap();
+        std::mem::forget(txn);
+    }
+    assert!(std::fs::read(&copy).unwrap() != original);
+    // Fixup rolls the interrupted run back first (saying so), then fixes the real guest.
+    let (code, out, err) = rehost(&["fixup", "--json", copy.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("was interrupted; rolled it back"), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["rolled_back_interrupted_run"], true);
+    assert_eq!(v["verified"], true);
+    // And its own undo file leads back to the original, not to the half-written state.
+    let (code, _, err) = rehost(&["undo", copy.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::read(&copy).unwrap() == original);
+}
