@@ -1017,8 +1017,8 @@ fn ensure_symlink(
 ) -> Result<()> {
     match node(ctx, path)? {
         Some((FileType::Symlink, t)) if t == target.as_bytes() => {}
-        Some((FileType::Symlink, _)) | None => {
-            if node(ctx, path)?.is_some() {
+        found @ (Some((FileType::Symlink, _)) | None) => {
+            if found.is_some() {
                 out.changes.push(Change::DeleteFile {
                     path: path.to_string(),
                     old: Vec::new(),
@@ -1311,6 +1311,11 @@ mod tests {
 
     /// Applies `out` to `g`, then checks that planning again plans nothing.
     fn apply_and_replan(g: &mut MemFs, out: &Outcome) {
+        apply_and_replan_with(g, out, &[]);
+    }
+
+    /// As [`apply_and_replan`], planning again with `params`.
+    fn apply_and_replan_with(g: &mut MemFs, out: &Outcome, params: &[(&str, bool)]) {
         let p = crate::Plan {
             recipe: "r".into(),
             root: "/dev/sda1".into(),
@@ -1321,7 +1326,7 @@ mod tests {
             }],
         };
         assert_eq!(crate::apply(&p, g).unwrap(), out.changes.len());
-        let again = plan_on(g, &[]);
+        let again = plan_on(g, params);
         assert_eq!(again.changes, vec![], "second plan not empty");
         // Only what cannot be done is said again.
         assert!(
@@ -1795,6 +1800,30 @@ mod tests {
         );
         assert!(out.notes[0].starts_with("vmware tools found (init script vmware-tools, "));
         apply_and_replan(&mut g, &out);
+    }
+
+    #[test]
+    fn existing_k_link_means_the_s_link_is_only_removed() {
+        let mut g = debian_vmware();
+        g.add_symlink("/etc/rc2.d/K01open-vm-tools", "../init.d/open-vm-tools")
+            .add_file("/etc/rc2.d/S02vmtoolsd", b"not a link");
+        let out = plan_on(&g, &[("remove_packages", false)]);
+        let rc: Vec<&Change> = out
+            .changes
+            .iter()
+            .filter(|c| c.path().starts_with("/etc/rc2.d/"))
+            .collect();
+        assert_eq!(
+            rc,
+            [
+                &del("/etc/rc2.d/S01open-vm-tools"),
+                &Change::DeleteFile {
+                    path: "/etc/rc2.d/S02vmtoolsd".into(),
+                    old: b"not a link".to_vec()
+                },
+            ]
+        );
+        apply_and_replan_with(&mut g, &out, &[("remove_packages", false)]);
     }
 
     #[test]
