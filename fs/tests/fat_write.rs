@@ -685,3 +685,74 @@ fn fat_limits_and_refusals() {
         Err(Error::Disk(disk::Error::ReadOnly))
     ));
 }
+
+/// Adds everything under `dir` (as our reader lists it) to the model.
+fn seed_model(fs: &dyn FsRead, dir: &str, model: &mut Model) {
+    let at = if dir.is_empty() { gp("/") } else { gp(dir) };
+    for e in fs.read_dir(&at).unwrap() {
+        let name = String::from_utf8(e.name).unwrap();
+        let p = format!("{dir}/{name}");
+        if e.file_type == FileType::Directory {
+            model.nodes.insert(p.clone(), Node::Dir);
+            seed_model(fs, &p, model);
+        } else {
+            let data = fs.read_file(p.as_bytes(), 64 << 20).unwrap();
+            model.nodes.insert(p, Node::File(data));
+        }
+    }
+}
+
+/// The same random operations on a builder image's real ESP (made by mkfs.vfat and mtools with
+/// a bootloader tree), so existing entries are edited, deleted and renamed too.
+#[test]
+fn builder_esp_random_operations_match_model_and_tools() {
+    if !have(&["mkfs.vfat", "fsck.vfat", "mdir", "mtype", "mcopy"]) {
+        return;
+    }
+    let image = match images::build("ubuntu2204-uefi") {
+        Ok(p) => p,
+        Err(e) => {
+            println!("skipping: cannot build ubuntu2204-uefi: {e}");
+            return;
+        }
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let whole = RawFile::open(&image, Access::ReadOnly).unwrap();
+    let table = disk::partition::read_table(&whole).unwrap();
+    let bytes = std::fs::read(&image).unwrap();
+    let esp = table
+        .partitions
+        .iter()
+        .find(|p| {
+            let s = p.start as usize;
+            let v = &bytes[s..s + p.len as usize];
+            matches!(
+                guestfs::probe(&disk::MemDisk::from_vec(v[..1 << 16].to_vec())).map(|p| p.kind),
+                Ok(guestfs::FsKind::Fat12 | guestfs::FsKind::Fat16 | guestfs::FsKind::Fat32)
+            )
+        })
+        .expect("the builder image has a FAT ESP");
+    let img = tmp.path().join("esp.img");
+    let s = esp.start as usize;
+    std::fs::write(&img, &bytes[s..s + esp.len as usize]).unwrap();
+    let undo = tmp.path().join("undo");
+    let raw = Arc::new(RawFile::open(&img, Access::ReadWrite).unwrap());
+    let tx = Arc::new(Transaction::begin(raw, &undo).unwrap());
+    let fs = FatFs::open_rw(tx.clone() as Arc<dyn BlockWrite>, WriteOptions::new()).unwrap();
+    let mut model = Model::default();
+    seed_model(&fs, "", &mut model);
+    let before = model.nodes.len();
+    assert!(
+        before >= 3,
+        "the ESP holds a bootloader tree: {:?}",
+        model.nodes.keys()
+    );
+    let mut rng = Rng(0x0e5b_0001);
+    let applied = random_ops(&fs, &mut model, &mut rng, 200, 30_000, &img);
+    assert_eq!(applied, 200);
+    check_with_reader(&fs, &model);
+    fs.flush().unwrap();
+    drop(fs);
+    Arc::try_unwrap(tx).ok().unwrap().commit().unwrap();
+    check_with_tools(&img, &model);
+}
