@@ -2,6 +2,8 @@
 //! they run our tool and the reference tool on the same inputs in one run and print the ratio.
 //!
 //! - `bench-inspect [IMAGE...]`: `rehost inspect` vs libguestfs's `virt-inspector`.
+//! - `bench-fixup [--boot] [--runs N]`: `rehost fixup` vs `virt-v2v-in-place` on copies of the
+//!   bootable Debian image, and which guest files each changed (see `bench_fixup.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,12 +11,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+mod bench_fixup;
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
         Some("bench-inspect") => bench_inspect(&args.collect::<Vec<_>>()),
-        Some(other) => bail!("unknown task {other:?}; tasks: bench-inspect"),
-        None => bail!("usage: cargo xtask bench-inspect [IMAGE...]"),
+        Some("bench-fixup") => bench_fixup::run(&args.collect::<Vec<_>>()),
+        Some(other) => bail!("unknown task {other:?}; tasks: bench-inspect, bench-fixup"),
+        None => bail!("usage: cargo xtask bench-inspect [IMAGE...] | bench-fixup [--boot]"),
     }
 }
 
