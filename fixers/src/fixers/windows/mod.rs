@@ -21,6 +21,7 @@ use crate::{Change, Error, Result};
 
 #[doc(hidden)]
 pub(crate) mod fuzz;
+pub(crate) mod firstboot;
 pub(crate) mod hypervisor;
 pub(crate) mod policy;
 pub(crate) mod registry;

@@ -938,6 +938,19 @@ fn a_drivers_hive_gets_the_same_database_entries() {
     );
     let p = run(&r, &rep, &g, &virtio_opts(src.path(), &[])).unwrap();
     assert!(!p.changes().any(|c| c.path().ends_with("DRIVERS")));
+    // DRIVERS has the database and SYSTEM does not (the key is a link at run time): only
+    // DRIVERS is registered in; SYSTEM still gets the service.
+    let v = WIN2022;
+    // The synthetic 2008 R2 SYSTEM hive has no DriverDatabase key; use it under a 2022 report.
+    let sys = system_hive(WIN2008R2).build();
+    let mut g = guest(v, &sys);
+    g.add_file("/Windows/System32/config/DRIVERS", &drivers);
+    let p = run(&r, &report(v), &g, &virtio_opts(src.path(), &[])).unwrap();
+    let s2 = hive_after(&p, SYSTEM);
+    assert!(!has_key(&s2, "DriverDatabase"));
+    assert_eq!(dword(&s2, "ControlSet001\\Services\\viostor", "Start"), 0);
+    let d2 = hive_after(&p, "/Windows/System32/config/DRIVERS");
+    assert_eq!(val(&d2, "DriverDatabase", "OemInfMap").data, vec![0xc0]);
 }
 
 /// The `.reg` text of every hive edit of `p`, with the two import timestamps masked.

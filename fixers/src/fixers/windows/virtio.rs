@@ -47,6 +47,9 @@
 //! - 6.2 and later: the driver database, at `DriverDatabase` of the SYSTEM hive, and the same
 //!   again in `System32\config\DRIVERS` when that hive exists and has a `DriverDatabase` key
 //!   (Windows 8+ keeps the database there and links it into SYSTEM):
+//!   A SYSTEM hive without a `DriverDatabase` key next to a DRIVERS hive with one is left
+//!   alone there (Windows links the key to the DRIVERS copy at boot; a real key would hide it);
+//!   when neither has one (synthetic guests), SYSTEM gets it.
 //!   - `DriverDatabase`: `OemInfMap` (REG_BINARY bitmap of used `oemN.inf` numbers, bit N
 //!     counted from the most significant bit of byte 0) gets our N; `UpdateDate` (FILETIME) is
 //!     set when a package is added. *Certain* (layout read from a real SYSTEM hive).
@@ -579,6 +582,11 @@ impl Injector<'_, '_> {
         } else {
             None
         };
+        // Where the database lives: SYSTEM when it has one (or when no hive has one yet), and
+        // DRIVERS when it has one. A SYSTEM hive without the key next to a DRIVERS hive with it
+        // gets nothing: Windows links SYSTEM\DriverDatabase to the DRIVERS copy at boot, and a
+        // real key in its place would hide the whole database.
+        let system_db = system.has_key("DriverDatabase")? || drivers_hive.is_none();
         let mut staged: Vec<String> = Vec::new();
         let mut copied: Vec<String> = Vec::new();
         let mut boot_note = None;
@@ -602,7 +610,9 @@ impl Injector<'_, '_> {
                 {
                     self.put_file(&format!("{sysroot}/INF/{oem}"), inf)?;
                 }
-                register_package(&mut system, p, &oem, &self.target, source, now)?;
+                if system_db {
+                    register_package(&mut system, p, &oem, &self.target, source, now)?;
+                }
                 if let Some(d) = drivers_hive.as_mut() {
                     register_package(d, p, &oem, &self.target, source, now)?;
                 }
