@@ -362,9 +362,13 @@ fn apply_hkr(h: &mut HiveEdit, base: &str, lines: &[AddReg]) -> Result<usize> {
         } else {
             format!("{base}\\{}", a.subkey.trim_matches('\\'))
         };
+        /// FLG_ADDREG_NOCLOBBER: keep an existing value.
+        const NOCLOBBER: u32 = 0x2;
+        let name = a.value_name.as_deref().unwrap_or("");
         match addreg_data(a) {
+            Some(_) if a.flags & NOCLOBBER != 0 && h.value(&key, name)?.is_some() => {}
             Some((kind, data)) => {
-                h.set(&key, a.value_name.as_deref().unwrap_or(""), kind, &data)?;
+                h.set(&key, name, kind, &data)?;
             }
             None if a.flags & 0x10 != 0 => h.ensure_key(&key)?,
             None => skipped += 1,
@@ -1051,6 +1055,53 @@ mod tests {
                 drivers::Arch::Amd64,
                 &[("a.sys".into(), vec![1])]
             )
+        );
+    }
+
+    #[test]
+    fn hkr_lines_keep_existing_values_under_noclobber() {
+        let bytes = hive::testkit::HiveBuilder::new()
+            .value(
+                "S\\Parameters",
+                "Keep",
+                ValueType::Dword,
+                &7u32.to_le_bytes(),
+            )
+            .build();
+        let mut h = HiveEdit {
+            path: "/SYSTEM".into(),
+            prefix: SYSTEM_PREFIX,
+            old: bytes.clone(),
+            w: hive::Hive::from_bytes(bytes).unwrap().into_mut().unwrap(),
+        };
+        let line = |name: &str, flags: u32, root: &str| AddReg {
+            root: root.into(),
+            subkey: "Parameters".into(),
+            value_name: Some(name.into()),
+            flags,
+            values: vec!["1".into()],
+        };
+        let skipped = apply_hkr(
+            &mut h,
+            "S",
+            &[
+                line("Keep", 0x0001_0003, "HKR"),
+                line("New", 0x0001_0003, "HKR"),
+                line("Other", 0x0001_0001, "HKLM"),
+                line("Gone", 0x4, "HKR"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(skipped, 2, "HKLM and delete lines");
+        assert_eq!(h.dword("S\\Parameters", "Keep").unwrap(), Some(7));
+        assert_eq!(h.dword("S\\Parameters", "New").unwrap(), Some(1));
+        assert_eq!(h.dword("S\\Parameters", "Other").unwrap(), None);
+        let Some(Change::EditHive { reg, .. }) = h.finish().unwrap() else {
+            panic!("an edit");
+        };
+        assert_eq!(
+            reg,
+            "Windows Registry Editor Version 5.00\n\n[HKEY_LOCAL_MACHINE\\SYSTEM\\S\\Parameters]\n\"New\"=dword:00000001\n"
         );
     }
 
