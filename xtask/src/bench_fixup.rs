@@ -27,7 +27,7 @@ const VIRTIO_MODULES: [&str; 4] = ["virtio_blk", "virtio_scsi", "virtio_net", "v
 const MAX_LISTED: usize = 80;
 
 const USAGE: &str = "usage: cargo xtask bench-fixup [--image NAME] [--runs N] [--boot] \
-                     [--workdir DIR] [--keep]";
+                     [--workdir DIR] [--keep] [--compare-only]";
 
 /// Settings parsed from the task's arguments.
 struct Opts {
@@ -36,6 +36,8 @@ struct Opts {
     boot: bool,
     workdir: Option<PathBuf>,
     keep: bool,
+    /// Only compare (and boot) the images a `--keep` run left in `--workdir`.
+    compare_only: bool,
 }
 
 fn parse_args(args: &[String]) -> anyhow::Result<Opts> {
@@ -45,6 +47,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Opts> {
         boot: false,
         workdir: None,
         keep: false,
+        compare_only: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -65,6 +68,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Opts> {
             "--workdir" => o.workdir = Some(PathBuf::from(value()?)),
             "--boot" => o.boot = true,
             "--keep" => o.keep = true,
+            "--compare-only" => o.compare_only = true,
             other => bail!("unknown argument {other:?}; {USAGE}"),
         }
     }
@@ -140,6 +144,23 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         bail!("bench-fixup must run as root (it builds the image with debootstrap and mounts it)");
     }
     let root = crate::workspace_root();
+    if opts.compare_only {
+        let work = opts
+            .workdir
+            .as_deref()
+            .context("--compare-only needs --workdir DIR (a --keep run's)")?;
+        let [orig, ours, theirs] =
+            ["original.raw", "rehost.raw", "virt-v2v.raw"].map(|f| work.join(f));
+        compare(work, &orig, &ours, &theirs)?;
+        if opts.boot {
+            let rehost = build_rehost(&root)?;
+            println!();
+            for (label, image) in [("rehost", &ours), ("virt-v2v", &theirs)] {
+                boot(&rehost, work, label, image)?;
+            }
+        }
+        return Ok(());
+    }
     let rehost = build_rehost(&root)?;
     let img = images::build(&opts.image).with_context(|| format!("cannot build {}", opts.image))?;
     let work = opts.workdir.clone().unwrap_or_else(|| {
@@ -508,10 +529,47 @@ fn compare(work: &Path, orig: &Path, ours: &Path, theirs: &Path) -> anyhow::Resu
         }
     }
 
+    // A directory added or removed as a whole is listed once, with the number of entries under it.
+    let whole = |r: &Row| {
+        let tree = |c: &Option<Change>| matches!(c, None | Some(Change::Added | Change::Removed));
+        (r.0.is_some() || r.1.is_some()) && tree(&r.0) && tree(&r.1)
+    };
+    // The topmost ancestor of `path` changed the same way, if `path`'s change is whole-tree.
+    let top_ancestor = |path: &str, row: &Row| -> Option<String> {
+        if !whole(row) {
+            return None;
+        }
+        let mut top = None;
+        let mut p = path;
+        while let Some((parent, _)) = p.rsplit_once('/') {
+            if rows
+                .get(parent)
+                .is_some_and(|a| a.0 == row.0 && a.1 == row.1)
+            {
+                top = Some(parent.to_owned());
+            }
+            p = parent;
+        }
+        top
+    };
+    let mut below: BTreeMap<String, usize> = BTreeMap::new();
+    for (path, row) in &rows {
+        if let Some(top) = top_ancestor(path, row) {
+            *below.entry(top).or_default() += 1;
+        }
+    }
     let mut only_ours = Vec::new();
     let mut only_theirs = Vec::new();
     let mut both = Vec::new();
-    for (path, (cr, cv, same)) in &rows {
+    for (path, row) in &rows {
+        if top_ancestor(path, row).is_some() {
+            continue;
+        }
+        let (cr, cv, same) = row;
+        let path = match below.get(path) {
+            Some(n) => format!("{path}/ (and {n} entries below)"),
+            None => path.clone(),
+        };
         match (cr, cv) {
             (Some(c), None) => only_ours.push(format!("{:<9} {path}", c.tag())),
             (None, Some(c)) => only_theirs.push(format!("{:<9} {path}", c.tag())),
