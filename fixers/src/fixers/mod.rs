@@ -391,6 +391,7 @@ static REGISTRY: &[&dyn Fixer] = &[
     &windows::policy::SanPolicy,
     &windows::policy::CrashControl,
     &windows::registry::WindowsRegistry,
+    &windows::firstboot::Firstboot,
 ];
 
 /// Every fixer, in a stable order.

@@ -262,7 +262,11 @@ impl Restore {
 fn safe_text(s: &str) -> bool {
     s.len() <= 256
         && s.chars().all(|c| {
-            c.is_ascii_alphanumeric() || matches!(c, ' ' | '.' | ':' | '\\' | '/' | '_' | '-' | ',' | '=' | '(' | ')' | '+')
+            c.is_ascii_alphanumeric()
+                || matches!(
+                    c,
+                    ' ' | '.' | ':' | '\\' | '/' | '_' | '-' | ',' | '=' | '(' | ')' | '+'
+                )
         })
 }
 
@@ -330,7 +334,10 @@ fn ipv4s(items: &[String], notes: &mut Vec<String>, what: &str) -> Vec<Ipv4Addr>
         match i.trim().parse::<Ipv4Addr>() {
             Ok(a) if !a.is_unspecified() => out.push(a),
             Ok(_) => {}
-            Err(_) => notes.push(format!("{what}: {:?} is not an IPv4 address, left out", log_text(i))),
+            Err(_) => notes.push(format!(
+                "{what}: {:?} is not an IPv4 address, left out",
+                log_text(i)
+            )),
         }
     }
     out
@@ -397,7 +404,11 @@ pub(crate) fn static_ips(
         out.push(StaticIp {
             guid: g,
             addresses,
-            gateways: ipv4s(&strings(system.value(&key, "DefaultGateway")?), notes, &what),
+            gateways: ipv4s(
+                &strings(system.value(&key, "DefaultGateway")?),
+                notes,
+                &what,
+            ),
             dns: ipv4s(&strings(system.value(&key, "NameServer")?), notes, &what),
         });
     }
@@ -414,10 +425,10 @@ pub(crate) fn tool_products(sw: &HiveEdit, notes: &mut Vec<String>) -> Result<Ve
             let Some(name) = sw.value(&key, "DisplayName")?.and_then(|v| v.as_string()) else {
                 continue;
             };
-            if !TOOLS
-                .iter()
-                .any(|t| name.to_ascii_lowercase().starts_with(&t.to_ascii_lowercase()))
-            {
+            if !TOOLS.iter().any(|t| {
+                name.to_ascii_lowercase()
+                    .starts_with(&t.to_ascii_lowercase())
+            }) {
                 continue;
             }
             match guid(k) {
@@ -467,7 +478,9 @@ fn codes_line(codes: &[u32]) -> String {
 fn driver_step(id: String, inf: &str, add_driver: bool) -> Step {
     let path = format!("%SystemRoot%\\Drivers\\VirtIO\\{inf}");
     let cmd = if add_driver {
-        format!("\"%SystemRoot%\\System32\\pnputil.exe\" /add-driver \"{path}\" /install >>\"%LOG%\" 2>&1")
+        format!(
+            "\"%SystemRoot%\\System32\\pnputil.exe\" /add-driver \"{path}\" /install >>\"%LOG%\" 2>&1"
+        )
     } else {
         format!("\"%SystemRoot%\\System32\\pnputil.exe\" -i -a \"{path}\" >>\"%LOG%\" 2>&1")
     };
@@ -497,7 +510,9 @@ fn disks_step(id: String) -> Step {
     Step {
         title: "bring offline disks online".into(),
         body: vec![
-            format!("\"%SystemRoot%\\System32\\diskpart.exe\" /s \"%RH%\\{DISKPART}\" >>\"%LOG%\" 2>&1"),
+            format!(
+                "\"%SystemRoot%\\System32\\diskpart.exe\" /s \"%RH%\\{DISKPART}\" >>\"%LOG%\" 2>&1"
+            ),
             "set RC=%ERRORLEVEL%".into(),
             codes_line(&[0]),
         ],
@@ -509,7 +524,12 @@ fn static_ip_step(id: String, index: usize, s: &StaticIp, validate_flag: bool) -
     let nth = index.saturating_add(1);
     let fail = format!("{id}_fail");
     let nonic = format!("{id}_nonic");
-    let run = |cmd: String| vec![format!("{cmd} >>\"%LOG%\" 2>&1"), format!("if errorlevel 1 goto {fail}")];
+    let run = |cmd: String| {
+        vec![
+            format!("{cmd} >>\"%LOG%\" 2>&1"),
+            format!("if errorlevel 1 goto {fail}"),
+        ]
+    };
     let mut body = vec![
         "set \"NIC=\"".to_owned(),
         format!("if not exist \"%PS%\" goto {nonic}"),
@@ -533,7 +553,9 @@ fn static_ip_step(id: String, index: usize, s: &StaticIp, validate_flag: bool) -
                 .gateways
                 .first()
                 .map_or_else(String::new, |g| format!(" gateway={g} gwmetric=1"));
-            format!("netsh interface ip set address name=\"%NIC%\" source=static address={a} mask={m}{gw}")
+            format!(
+                "netsh interface ip set address name=\"%NIC%\" source=static address={a} mask={m}{gw}"
+            )
         } else {
             format!("netsh interface ip add address name=\"%NIC%\" address={a} mask={m}")
         };
@@ -547,7 +569,9 @@ fn static_ip_step(id: String, index: usize, s: &StaticIp, validate_flag: bool) -
     let validate = if validate_flag { " validate=no" } else { "" };
     for (i, d) in s.dns.iter().enumerate() {
         let cmd = if i == 0 {
-            format!("netsh interface ip set dns name=\"%NIC%\" source=static address={d} register=primary{validate}")
+            format!(
+                "netsh interface ip set dns name=\"%NIC%\" source=static address={d} register=primary{validate}"
+            )
         } else {
             format!(
                 "netsh interface ip add dns name=\"%NIC%\" address={d} index={}{validate}",
@@ -773,13 +797,20 @@ impl Fixer for Firstboot {
             .as_ref()
             .and_then(hive::Value::as_string)
             .is_some_and(|c| c.eq_ignore_ascii_case(CMDLINE));
-        if system.dword(SETUP_KEY, "SystemSetupInProgress")?.unwrap_or(0) != 0 {
+        if system
+            .dword(SETUP_KEY, "SystemSetupInProgress")?
+            .unwrap_or(0)
+            != 0
+        {
             return Err(refused(
                 "windows setup is in progress (SystemSetupInProgress=1): the setup command hook is in use"
                     .into(),
             ));
         }
-        let setup_type = cur_type.as_ref().and_then(hive::Value::as_dword).unwrap_or(0);
+        let setup_type = cur_type
+            .as_ref()
+            .and_then(hive::Value::as_dword)
+            .unwrap_or(0);
         if setup_type != 0 && !ours {
             return Err(refused(format!(
                 "HKLM\\SYSTEM\\Setup SetupType is {setup_type} with CmdLine {:?}: another setup command is pending and the first-boot step would replace it",
@@ -801,7 +832,14 @@ impl Fixer for Firstboot {
                 restore_of(cur_cmd, &mut out.notes, "CmdLine"),
             )
         };
-        let steps = self.steps(ctx, params, &info, &system, software.as_ref(), &mut out.notes)?;
+        let steps = self.steps(
+            ctx,
+            params,
+            &info,
+            &system,
+            software.as_ref(),
+            &mut out.notes,
+        )?;
         if steps.is_empty() {
             out.notes.push("no first-boot steps to run".into());
             return Ok(out);
@@ -811,8 +849,14 @@ impl Fixer for Firstboot {
             setup_type: restore_type,
             cmdline: restore_cmd,
         };
-        let has_nic = script.steps.iter().any(|s| s.title.starts_with("static IP"));
-        let has_disks = script.steps.iter().any(|s| s.title == "bring offline disks online");
+        let has_nic = script
+            .steps
+            .iter()
+            .any(|s| s.title.starts_with("static IP"));
+        let has_disks = script
+            .steps
+            .iter()
+            .any(|s| s.title == "bring offline disks online");
         if !ctx.exists(&dir)? {
             out.changes.push(Change::Mkdir {
                 path: dir.clone(),
@@ -883,7 +927,10 @@ impl Firstboot {
                 if inf_name_ok(name) {
                     steps.push(driver_step(id(), name, add_driver));
                 } else {
-                    notes.push(format!("driver package {:?} has an odd name, not installed", log_text(name)));
+                    notes.push(format!(
+                        "driver package {:?} has an odd name, not installed",
+                        log_text(name)
+                    ));
                 }
             }
         }
