@@ -1,6 +1,7 @@
-//! Tests of the NTFS writer: random operations against a model on fresh `mkntfs` volumes, the
-//! real Windows-formatted `dissect.ntfs` volume, and the refusals; results are checked with the
-//! independent ntfs-3g tools (`ntfsfix -n`, `ntfsls`, `ntfscat`, `ntfssecaudit`) after unmount.
+//! Tests of the NTFS writer: random operations against a model on fresh `mkntfs` volumes and (in
+//! `builder`) on the system volumes of the Windows builder images, the real Windows-formatted
+//! `dissect.ntfs` volume, and the refusals; results are checked with the independent ntfs-3g
+//! tools (`ntfsfix -n`, `ntfsls`, `ntfscat`, `ntfssecaudit`) after unmount.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -15,6 +16,8 @@ use super::NtfsRw;
 use crate::ntfs::fixtures::{dissect_ntfs_image, have};
 use crate::write::{FsWrite, FsWriteExt, NewFileAttrs, Times, WriteOptions};
 use crate::{Error, FileType, FsKind, FsRead, FsReadExt, GuestPath};
+
+mod builder;
 
 fn have_tools() -> bool {
     for t in ["mkntfs", "ntfsfix", "ntfscat", "ntfsls"] {
@@ -171,16 +174,31 @@ fn depth(p: &str) -> usize {
     p.matches('/').count()
 }
 
-/// Checks that `fs` holds exactly the model (listings and contents).
-fn check_fs(fs: &dyn FsWrite, model: &Model) {
-    let mut dirs = vec!["/".to_owned()];
+/// How deep `p` is below `root` (`root`'s children are at depth 1).
+fn depth_below(root: &str, p: &str) -> usize {
+    if root == "/" {
+        depth(p)
+    } else {
+        depth(p).saturating_sub(depth(root))
+    }
+}
+
+/// The directories of the model under `root`, `root` first.
+fn model_dirs(root: &str, model: &Model) -> Vec<String> {
+    let mut dirs = vec![root.to_owned()];
     dirs.extend(
         model
             .iter()
             .filter(|(_, v)| v.is_none())
             .map(|(p, _)| p.clone()),
     );
-    for d in &dirs {
+    dirs
+}
+
+/// Checks that `fs` holds exactly the model under `root` (listings and contents); `fs` is the
+/// writer while it is mounted, or the read-only reader afterwards.
+fn check_fs(fs: &dyn FsRead, root: &str, model: &Model) {
+    for d in &model_dirs(root, model) {
         let got: BTreeSet<(Vec<u8>, bool)> = fs
             .read_dir(&gp(d))
             .unwrap_or_else(|e| panic!("read_dir {d}: {e}"))
@@ -209,18 +227,12 @@ fn check_fs(fs: &dyn FsWrite, model: &Model) {
     }
 }
 
-/// Checks the unmounted image against the model with the ntfs-3g tools; `sample` caps how many
-/// files of one directory are read with `ntfscat`.
-fn check_image(img: &Path, model: &Model, sample: usize) {
+/// Checks the unmounted image against the model under `root` with the ntfs-3g tools: `ntfsfix -n`
+/// is clean, `ntfsls` lists exactly the model, and `ntfscat` reads back at most `sample` files
+/// of each directory byte for byte.
+fn check_image(img: &Path, root: &str, model: &Model, sample: usize) {
     ntfsfix_clean(img);
-    let mut dirs = vec!["/".to_owned()];
-    dirs.extend(
-        model
-            .iter()
-            .filter(|(_, v)| v.is_none())
-            .map(|(p, _)| p.clone()),
-    );
-    for d in &dirs {
+    for d in &model_dirs(root, model) {
         let want: BTreeSet<String> = children(model, d)
             .map(|(p, v)| {
                 if v.is_some() {
@@ -238,32 +250,27 @@ fn check_image(img: &Path, model: &Model, sample: usize) {
     }
 }
 
-fn pick<'a>(rng: &mut Rng, items: &'a [String]) -> Option<&'a String> {
-    if items.is_empty() {
-        None
-    } else {
-        items.get(rng.idx(items.len()))
-    }
-}
+/// How many kinds of operation [`random_ops`] draws from.
+const OPS: usize = 9;
 
-#[test]
+/// Runs `steps` random operations inside the existing directory `root` of `fs` (create or
+/// replace, grow past the end, shrink, overwrite, mkdir, unlink, rmdir, rename, read back),
+/// keeping `model` (the subtree below `root`, paths absolute) in step and checking each result
+/// and each expected refusal as it goes. Returns how often each operation ran. The ntfs-3g tools
+/// can only look once the volume is unmounted: see [`check_image`].
 #[expect(
     clippy::too_many_lines,
     reason = "one operation per match arm, kept together"
 )]
-fn random_operations_match_model_and_ntfs_3g_tools() {
-    if !have_tools() {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let img = mkntfs(dir.path(), 128);
-    let fs = crate::open_rw(raw(&img), WriteOptions::new()).expect("open_rw");
-    assert_eq!(fs.info().kind, FsKind::Ntfs);
-    assert_eq!(fs.info().label.as_deref(), Some("rehost"));
-    let mut model = Model::new();
-    let mut rng = Rng(0x6e74_6673_2d77_7269);
-    let mut counts = [0usize; 9];
-    for step in 0..400 {
+fn random_ops(
+    fs: &dyn FsWrite,
+    root: &str,
+    model: &mut Model,
+    steps: usize,
+    rng: &mut Rng,
+) -> [usize; OPS] {
+    let mut counts = [0usize; OPS];
+    for step in 0..steps {
         let files: Vec<String> = model
             .iter()
             .filter(|(_, v)| v.is_some())
@@ -275,13 +282,13 @@ fn random_operations_match_model_and_ntfs_3g_tools() {
             .map(|(p, _)| p.clone())
             .collect();
         let subdirs = dirs.clone();
-        dirs.push("/".to_owned());
-        let op = rng.idx(9);
-        let what = format!("step {step} op {op}");
+        dirs.push(root.to_owned());
+        let op = rng.idx(OPS);
+        let what = format!("{root}: step {step} op {op}");
         match op {
             // Create or replace a file (sizes from resident to several clusters of runs).
             0 => {
-                let parent = pick(&mut rng, &dirs).expect("root is there").clone();
+                let parent = pick(rng, &dirs).expect("root is there").clone();
                 let p = join(&parent, &format!("f{}", rng.below(12)));
                 let len = match rng.below(4) {
                     0 => 0,
@@ -305,7 +312,7 @@ fn random_operations_match_model_and_ntfs_3g_tools() {
             }
             // Grow past the end (a gap of zeros).
             1 => {
-                let Some(p) = pick(&mut rng, &files).cloned() else {
+                let Some(p) = pick(rng, &files).cloned() else {
                     continue;
                 };
                 let cur = model[&p].as_ref().expect("file").len();
@@ -320,7 +327,7 @@ fn random_operations_match_model_and_ntfs_3g_tools() {
             }
             // Shrink.
             2 => {
-                let Some(p) = pick(&mut rng, &files).cloned() else {
+                let Some(p) = pick(rng, &files).cloned() else {
                     continue;
                 };
                 let m = model.get_mut(&p).expect("file").as_mut().expect("file");
@@ -331,7 +338,7 @@ fn random_operations_match_model_and_ntfs_3g_tools() {
             }
             // Overwrite inside (possibly running past the end).
             3 => {
-                let Some(p) = pick(&mut rng, &files).cloned() else {
+                let Some(p) = pick(rng, &files).cloned() else {
                     continue;
                 };
                 let m = model.get_mut(&p).expect("file").as_mut().expect("file");
@@ -349,10 +356,10 @@ fn random_operations_match_model_and_ntfs_3g_tools() {
             4 => {
                 let parents: Vec<String> = dirs
                     .iter()
-                    .filter(|d| depth(d) < 3 || *d == "/")
+                    .filter(|d| *d == root || depth_below(root, d) < 3)
                     .cloned()
                     .collect();
-                let parent = pick(&mut rng, &parents).expect("root is there").clone();
+                let parent = pick(rng, &parents).expect("root is there").clone();
                 let p = join(&parent, &format!("d{}", rng.below(6)));
                 let r = fs.mkdir(&gp(&p), &NewFileAttrs::dir());
                 if let std::collections::btree_map::Entry::Vacant(slot) = model.entry(p.clone()) {
@@ -367,7 +374,7 @@ fn random_operations_match_model_and_ntfs_3g_tools() {
             }
             // unlink.
             5 => {
-                let Some(p) = pick(&mut rng, &files).cloned() else {
+                let Some(p) = pick(rng, &files).cloned() else {
                     continue;
                 };
                 fs.unlink(&gp(&p)).unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -375,11 +382,11 @@ fn random_operations_match_model_and_ntfs_3g_tools() {
             }
             // rmdir (non-empty ones must fail and stay).
             6 => {
-                let Some(p) = pick(&mut rng, &subdirs).cloned() else {
+                let Some(p) = pick(rng, &subdirs).cloned() else {
                     continue;
                 };
                 let r = fs.rmdir(&gp(&p));
-                if children(&model, &p).next().is_some() {
+                if children(model, &p).next().is_some() {
                     assert!(matches!(r, Err(Error::NotEmpty { .. })), "{what}: {r:?}");
                 } else {
                     r.unwrap_or_else(|e| panic!("{what}: rmdir {p}: {e}"));
@@ -389,10 +396,10 @@ fn random_operations_match_model_and_ntfs_3g_tools() {
             // rename, with every kind of target.
             7 => {
                 let all: Vec<String> = model.keys().cloned().collect();
-                let Some(src) = pick(&mut rng, &all).cloned() else {
+                let Some(src) = pick(rng, &all).cloned() else {
                     continue;
                 };
-                let parent = pick(&mut rng, &dirs).expect("root is there").clone();
+                let parent = pick(rng, &dirs).expect("root is there").clone();
                 let name = if rng.below(2) == 0 {
                     format!("f{}", rng.below(12))
                 } else {
@@ -423,7 +430,7 @@ fn random_operations_match_model_and_ntfs_3g_tools() {
                         );
                         continue;
                     }
-                    (true, Some(None)) if children(&model, &dst).next().is_some() => {
+                    (true, Some(None)) if children(model, &dst).next().is_some() => {
                         assert!(matches!(r, Err(Error::NotEmpty { .. })), "{what}: {r:?}");
                         continue;
                     }
@@ -443,7 +450,7 @@ fn random_operations_match_model_and_ntfs_3g_tools() {
             }
             // Reads see writes.
             _ => {
-                let Some(p) = pick(&mut rng, &files).cloned() else {
+                let Some(p) = pick(rng, &files).cloned() else {
                     continue;
                 };
                 let got = fs.read_file(p.as_bytes(), 64 << 20).expect("read");
@@ -455,6 +462,30 @@ fn random_operations_match_model_and_ntfs_3g_tools() {
         }
         counts[op] += 1;
     }
+    counts
+}
+
+fn pick<'a>(rng: &mut Rng, items: &'a [String]) -> Option<&'a String> {
+    if items.is_empty() {
+        None
+    } else {
+        items.get(rng.idx(items.len()))
+    }
+}
+
+#[test]
+fn random_operations_match_model_and_ntfs_3g_tools() {
+    if !have_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let img = mkntfs(dir.path(), 128);
+    let fs = crate::open_rw(raw(&img), WriteOptions::new()).expect("open_rw");
+    assert_eq!(fs.info().kind, FsKind::Ntfs);
+    assert_eq!(fs.info().label.as_deref(), Some("rehost"));
+    let mut model = Model::new();
+    let mut rng = Rng(0x6e74_6673_2d77_7269);
+    let counts = random_ops(&*fs, "/", &mut model, 400, &mut rng);
     assert!(
         counts.iter().all(|&c| c > 10),
         "every operation ran: {counts:?}"
@@ -487,14 +518,18 @@ fn random_operations_match_model_and_ntfs_3g_tools() {
     big[5_000_000..5_100_000].copy_from_slice(&patch);
     model.insert("/bigfile.bin".into(), Some(big));
 
-    check_fs(&*fs, &model);
+    check_fs(&*fs, "/", &model);
     fs.flush().expect("flush");
     drop(fs);
-    check_image(&img, &model, 40);
+    check_image(&img, "/", &model, 40);
 
     // Reopened, the volume still matches (what libntfs-3g wrote is what our reader path sees).
     let fs = NtfsRw::open_rw(raw(&img), WriteOptions::new()).expect("reopen");
-    check_fs(&fs, &model);
+    check_fs(&fs, "/", &model);
+    drop(fs);
+    // So does our own read-only reader.
+    let ro = super::NtfsFs::open(raw(&img)).expect("reader");
+    check_fs(&ro, "/", &model);
 }
 
 #[test]
