@@ -12,8 +12,9 @@
 //!   (real modules, `modules.dep`, `modules.builtin`, `modules.order` from the host) and the
 //!   initramfs, built here as newc cpio archives compressed with the layout's codec, with
 //!   indexes from the host's `depmod`.
-//! - `plan.txt`: the shipped recipe's plan as the human report (the initramfs sizes are
-//!   `@SIZE@`: they depend on the host's module files).
+//! - `plan.txt`, `plan.json`: the shipped recipe's plan as the human report and as JSON (the
+//!   initramfs's sizes and CRC are `@SIZE@`/`@CRC32@`: they depend on the host's module files;
+//!   grubenv's `#` padding, whose length follows the version's, is `@GRUBENV-PADDING@`).
 //! - `expected/`: every file of the guest after applying the plan, except the module tree
 //!   (checked unchanged) and the initramfs (binary).
 //! - `initramfs.txt`: what the rebuilt initramfs holds, as the host's `unmkinitramfs` extracts
@@ -324,7 +325,7 @@ fn unxz(data: &[u8]) -> Vec<u8> {
 
 /// Builds the original initramfs: early microcode (optional) + the main archive holding the
 /// layout's modules (with dependencies) and indexes made by the host's `depmod`.
-fn build_initramfs(host: &HostModules, l: &Initramfs) -> Vec<u8> {
+fn build_initramfs(host: &HostModules, l: &Initramfs) -> (Vec<u8>, usize) {
     let stage = tempfile::tempdir().unwrap();
     let root = stage.path();
     let kver = &host.kver;
@@ -374,8 +375,9 @@ fn build_initramfs(host: &HostModules, l: &Initramfs) -> Vec<u8> {
         std::fs::write(u.join("GenuineIntel.bin"), [0x5a; 2048]).unwrap();
         img.extend(cpio_of(early.path()));
     }
+    let early_len = img.len();
     img.extend(compress(&l.codec, &cpio_of(root)));
-    img
+    (img, early_len)
 }
 
 /// Extracts an initramfs with the host's `unmkinitramfs`; returns the directory holding the
@@ -483,6 +485,34 @@ fn normalise_plan(human: &str, kver: &str, initramfs: &str) -> String {
         + "\n"
 }
 
+/// The plan's JSON with the initramfs's `{bytes, crc32}` summaries as `@SIZE@`/`@CRC32@` (they
+/// depend on the host's modules), grubenv padding collapsed and the kernel version replaced.
+fn normalise_json(json: &str, kver: &str, initramfs: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
+    for step in v["steps"].as_array_mut().unwrap() {
+        for c in step["changes"].as_array_mut().unwrap() {
+            if c["path"] != initramfs {
+                continue;
+            }
+            for side in ["old", "new"] {
+                let s = &mut c[side];
+                assert!(s["bytes"].is_u64() && s["crc32"].is_string(), "{s}");
+                *s = serde_json::json!({"bytes": "@SIZE@", "crc32": "@CRC32@"});
+            }
+        }
+    }
+    let text = serde_json::to_string_pretty(&v).unwrap() + "\n";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find(&"#".repeat(64)) {
+        out.push_str(&rest[..i]);
+        out.push_str("@GRUBENV-PADDING@");
+        rest = rest[i..].trim_start_matches('#');
+    }
+    out.push_str(rest);
+    unsubst(&out, kver)
+}
+
 fn check_golden(path: &Path, actual: &str, what: &str) {
     if bless() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -525,7 +555,7 @@ fn run_layout(dir: &Path, host: &HostModules) {
     }
     guest.add_file(&format!("/boot/vmlinuz-{kver}"), b"bzImage stand-in\n");
     let img_path = subst(&layout.initramfs.path, kver);
-    let original = build_initramfs(host, &layout.initramfs);
+    let (original, early_len) = build_initramfs(host, &layout.initramfs);
     guest.add_file(&img_path, &original);
     let before = guest.files();
 
@@ -557,6 +587,8 @@ fn run_layout(dir: &Path, host: &HostModules) {
     let p = plan(recipe, &report, osr, &guest, &opts).unwrap();
     let human = normalise_plan(&p.render_human(), kver, &img_path);
     check_golden(&dir.join("plan.txt"), &human, &format!("{name}: plan"));
+    let json = normalise_json(&p.to_json(), kver, &img_path);
+    check_golden(&dir.join("plan.json"), &json, &format!("{name}: plan.json"));
 
     // Apply; every resulting file but the module tree and the initramfs is golden.
     let applied = apply(&p, &mut guest).unwrap();
@@ -612,6 +644,7 @@ fn run_layout(dir: &Path, host: &HostModules) {
     let new_root = extract(new_img, &new_dir);
     if layout.initramfs.early_microcode {
         // The early segment is kept byte for byte.
+        assert_eq!(new_img[..early_len], original[..early_len], "{name}: early");
         let early = new_dir.join("x/early/kernel/x86/microcode/GenuineIntel.bin");
         assert_eq!(std::fs::read(early).unwrap(), [0x5a; 2048], "{name}: early");
     }
