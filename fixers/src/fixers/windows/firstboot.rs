@@ -15,22 +15,27 @@
 //! ordinary boot: the command must, or it runs again at every boot.
 //!
 //! Rejected: a local Group Policy startup script (`System32\GroupPolicy\Machine\Scripts\
-//! scripts.ini` + `gpt.ini`) is only run once the Group Policy client has rebuilt its registry
-//! cache of the local policy, which happens on a policy refresh we cannot trigger offline, and
-//! a domain policy may turn local policy processing off; an offline-registered scheduled task
-//! needs the undocumented binary `TaskCache` blobs (`Actions`, `Triggers`, `DynamicInfo`, whose
-//! layout changed between 2008 R2, 2012 and 2016) to match the XML file, and a wrong blob makes
-//! the Task Scheduler drop the task silently.
+//! scripts.ini` + `gpt.ini`) runs only if the Group Policy client processes the local policy
+//! at boot, which a domain policy can turn off ("Turn off Local Group Policy Objects
+//! processing"), and it is run from the client's own cache under `HKLM\SOFTWARE\Microsoft\
+//! Windows\CurrentVersion\Group Policy\Scripts`, partly undocumented, that must agree with
+//! the files; it also runs at every boot until both are removed again. An offline-registered
+//! scheduled task needs the undocumented binary `TaskCache` blobs (`Actions`, `Triggers`,
+//! `DynamicInfo`, whose layout changed between 2008 R2, 2012 and 2016) to match the task's XML,
+//! and a wrong blob makes the Task Scheduler drop the task silently.
 //!
-//! What runs in that phase: the Service Control Manager has started the automatic services
-//! (Winlogon starts the Setup command after it has been told the SCM is up), so TCP/IP,
-//! `netsh`, `pnputil` (Plug and Play service), `diskpart` (Virtual Disk service, demand-start)
-//! and `msiexec` (Windows Installer, demand-start) work; nothing runs in a user session, so the
-//! script must not wait for input (every command is quiet: `/qn`, `/s`, no prompts). Risks:
-//! a step that hangs holds the boot before the logon screen (the services, RDP listener
-//! included, are up, but nobody can log on at the console); `CmdLine` is winlogon's, so an
-//! image that is itself mid-setup (sysprep/OOBE pending, `SetupType` not 0) is refused rather
-//! than overwritten.
+//! What runs in that phase (from the sources above and how Windows setup uses the hook; *not
+//! verified here*, since Windows cannot be booted on this host): it is an ordinary boot with
+//! the services started by the Service Control Manager, so TCP/IP and `netsh`, `pnputil`
+//! (Plug and Play), `diskpart` (Virtual Disk service, demand-start) and `msiexec` (Windows
+//! Installer, demand-start) are expected to work. With `SetupType` 1, by contrast, LSA runs in
+//! setup mode and account lookups fail, which is why 1 is not used. Nothing runs in a user
+//! session, so nothing may wait for input (every command is quiet: `/qn`, `/s`, no prompts).
+//! Risks: a step that hangs holds the boot before the logon screen (services, the RDP listener
+//! included, are up, but nobody can log on); a Windows Installer product whose uninstall
+//! refuses to run off its hypervisor (VMware Tools has been seen to) fails three times and is
+//! given up; `CmdLine` is winlogon's, so an image that is itself mid-setup (`SetupType` not 0
+//! with another command, or `SystemSetupInProgress` 1) is refused rather than overwritten.
 //!
 //! # Never a reboot loop
 //!
