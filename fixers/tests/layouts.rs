@@ -59,7 +59,7 @@ struct Layout {
     initramfs: Initramfs,
 }
 
-#[derive(serde::Deserialize)]
+#[derive(Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Initramfs {
     /// Guest path, with `@KVER@`.
@@ -79,6 +79,10 @@ struct Initramfs {
     /// Other files of the image: (path, content).
     #[serde(default)]
     files: BTreeMap<String, String>,
+    /// Guest path of a rescue image (dracut `--no-hostonly`, made for KVER, so it already
+    /// holds virtio) belonging to a `vmlinuz-0-rescue-*` kernel: left alone, byte for byte.
+    #[serde(default)]
+    rescue: Option<String>,
 }
 
 fn golden_dir() -> PathBuf {
@@ -557,6 +561,19 @@ fn run_layout(dir: &Path, host: &HostModules) {
     let img_path = subst(&layout.initramfs.path, kver);
     let (original, early_len) = build_initramfs(host, &layout.initramfs);
     guest.add_file(&img_path, &original);
+    let rescue = layout.initramfs.rescue.as_ref().map(|r| {
+        let mut all = layout.initramfs.modules.clone();
+        all.extend(VIRTIO.iter().map(|m| (*m).to_owned()));
+        let no_hostonly = Initramfs {
+            modules: all,
+            files: BTreeMap::new(),
+            rescue: None,
+            ..layout.initramfs.clone()
+        };
+        let path = subst(r, kver);
+        guest.add_file(&path, &build_initramfs(host, &no_hostonly).0);
+        path
+    });
     let before = guest.files();
 
     // Plan with the shipped recipe chosen by matching.
@@ -598,6 +615,8 @@ fn run_layout(dir: &Path, host: &HostModules) {
     for (path, data) in &after {
         if path.starts_with(&format!("{gmd}/")) {
             assert_eq!(Some(data), before.get(path), "{name}: {path} changed");
+        } else if rescue.as_ref() == Some(path) {
+            assert_eq!(Some(data), before.get(path), "{name}: rescue image changed");
         } else if *path != img_path {
             let s = String::from_utf8(data.clone())
                 .unwrap_or_else(|_| panic!("{name}: {path} is not text"));
