@@ -5,6 +5,7 @@ pub use crate::fixers::initramfs::fuzzing::{
 };
 
 pub use crate::fixers::fuzz_windows;
+pub use crate::fixers::fuzz_firstboot;
 
 /// Parses `data` as a recipe (lossy UTF-8) and lints it.
 pub fn fuzz_recipe(data: &[u8]) {

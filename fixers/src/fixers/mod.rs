@@ -18,6 +18,8 @@ mod windows;
 pub use network::NetPolicy;
 #[doc(hidden)]
 pub use windows::fuzz::fuzz_windows;
+#[doc(hidden)]
+pub use windows::firstboot::fuzz_firstboot;
 
 /// Largest guest file a fixer reads (configuration files are small; house style S12).
 pub const MAX_FILE_BYTES: usize = 4 << 20;

@@ -960,5 +960,31 @@ impl Firstboot {
     }
 }
 
+/// Fuzz harness body (house style S17): plans this fixer over a Windows Server 2019 guest whose
+/// SYSTEM and SOFTWARE hives are the input (both come from the guest disk), applies the plan
+/// and plans again. Any input gives a plan or an error, never a panic or a hang.
+#[doc(hidden)]
+pub fn fuzz_firstboot(system: &[u8], software: &[u8]) {
+    let mut g = crate::testkit::MemFs::new();
+    g.add_file("/Windows/System32/config/SYSTEM", system)
+        .add_file("/Windows/System32/config/SOFTWARE", software)
+        .add_file("/Windows/Drivers/VirtIO/netkvm.inf", b"");
+    let rep = super::testkit::report(super::testkit::WIN2019);
+    let text = "schema = 1\nname = \"fuzz\"\ndescription = \"firstboot\"\n[match]\nos_type = \"windows\"\n[[step]]\nfixer = \"windows-firstboot\"\n";
+    let Ok(recipe) = crate::Recipe::parse(text, crate::Origin::Inline) else {
+        return;
+    };
+    let os = &rep.operating_systems[0];
+    let opts = crate::PlanOptions::default();
+    if let Ok(p) = crate::plan(&recipe, &rep, os, &g, &opts) {
+        let _ = p.render_human();
+        let _ = p.to_json();
+        let mut fixed = g.clone();
+        if crate::apply(&p, &mut fixed).is_ok() {
+            let _ = crate::plan(&recipe, &rep, os, &fixed, &opts);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;
