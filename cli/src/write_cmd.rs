@@ -408,9 +408,13 @@ pub(crate) fn run_plan(
             o.display()
         )?;
     } else {
+        let how = match (&opts.undo_file, &undo_file) {
+            (Some(_), Some(u)) => format!("rehost undo --undo-file {} {disk_arg}", u.display()),
+            _ => format!("rehost undo {disk_arg}"),
+        };
         writeln!(
             out,
-            "committed {} change(s); `rehost undo {disk_arg}` restores the original",
+            "committed {} change(s); `{how}` restores the original",
             steps.len()
         )?;
     }
