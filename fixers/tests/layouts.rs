@@ -16,7 +16,8 @@
 //!   initramfs's sizes and CRC are `@SIZE@`/`@CRC32@`: they depend on the host's module files;
 //!   grubenv's `#` padding, whose length follows the version's, is `@GRUBENV-PADDING@`).
 //! - `expected/`: every file of the guest after applying the plan, except the module tree
-//!   (checked unchanged) and the initramfs (binary).
+//!   (checked unchanged) and the initramfs images (binary); `tree.txt`: every directory, file
+//!   and symlink (with its target) of the result, so masks and removed links are checked too.
 //! - `initramfs.txt`: what the rebuilt initramfs holds, as the host's `unmkinitramfs` extracts
 //!   it, and the module indexes we wrote into it (`modules.dep`, `modules.softdep`).
 //! - `modprobe.txt`: the host's `modprobe -d EXTRACTED -S KVER --show-depends` for the virtio
@@ -489,6 +490,35 @@ fn normalise_plan(human: &str, kver: &str, initramfs: &str) -> String {
         + "\n"
 }
 
+/// Every directory, file and symlink of the guest as `d path`, `f path`, `l path -> target`,
+/// sorted, with the module tree `skip` shown as its directory only.
+fn guest_tree_listing(fs: &MemFs, skip: &str, kver: &str) -> String {
+    use guestfs::{FileType, FsRead, GuestPath};
+    let mut lines = Vec::new();
+    let mut stack = vec![GuestPath::root()];
+    while let Some(d) = stack.pop() {
+        for e in fs.read_dir(&d).unwrap() {
+            let p = d.join_name(&e.name).unwrap();
+            let shown = unsubst(&p.to_string(), kver);
+            match e.file_type {
+                FileType::Directory => {
+                    lines.push(format!("d {shown}"));
+                    if p.to_string() != skip {
+                        stack.push(p);
+                    }
+                }
+                FileType::Symlink => {
+                    let t = String::from_utf8_lossy(&fs.read_link(&p).unwrap()).into_owned();
+                    lines.push(format!("l {shown} -> {}", unsubst(&t, kver)));
+                }
+                _ => lines.push(format!("f {shown}")),
+            }
+        }
+    }
+    lines.sort_by(|a, b| a[2..].cmp(&b[2..]));
+    lines.join("\n") + "\n"
+}
+
 /// The plan's JSON with the initramfs's `{bytes, crc32}` summaries as `@SIZE@`/`@CRC32@` (they
 /// depend on the host's modules), grubenv padding collapsed and the kernel version replaced.
 fn normalise_json(json: &str, kver: &str, initramfs: &str) -> String {
@@ -628,6 +658,12 @@ fn run_layout(dir: &Path, host: &HostModules) {
             text.insert(p, s);
         }
     }
+    // Directories and symlinks (masks, wants links) are part of the result too.
+    check_golden(
+        &dir.join("tree.txt"),
+        &guest_tree_listing(&guest, &gmd, kver),
+        &format!("{name}: tree"),
+    );
     let expected_dir = dir.join("expected");
     if bless() {
         let _ = std::fs::remove_dir_all(&expected_dir);
