@@ -56,7 +56,7 @@
 //! - `firstboot.log`: appended by the script (`[date time] step sNN (...): attempt k of 3`,
 //!   every command's output, exit codes, the NIC mapping);
 //! - `nic.ps1`: finds the k-th virtio NIC (when a static IP step exists);
-//! - `disks.txt`: the diskpart script (when the disk step is on);
+//! - `diskpart.txt`: written and run by the disk step;
 //! - `state\`: attempt and done markers, created by the script.
 //!
 //! # Steps, in order
@@ -76,8 +76,11 @@
 //!    1641, 3010. Entries that are not Windows Installer products (no GUID key) are reported and
 //!    left alone. Their drivers and services are already disabled by
 //!    `windows-hypervisor-services`, so a failed uninstall is untidy, not harmful.
-//! 3. **Disks**: `diskpart /s disks.txt`: `online disk` and `attributes disk clear readonly` for
-//!    disks 0..[`MAX_DISKS`] (each with `noerr`), then `san policy=OnlineAll`. Success: 0.
+//! 3. **Disks**: one `diskpart /s` run per disk number from 0 (`select disk N`, then `online
+//!    disk` and `attributes disk clear readonly`, both `noerr`), until a number does not exist
+//!    (`select disk` has no `noerr`, so that run fails) or [`MAX_DISKS`]; then `san policy=
+//!    OnlineAll` (the same policy `windows-san-policy` writes, for disks added later).
+//!    Success: the `san` run's exit code 0.
 //! 4. **Static IP**, one step per old interface: every `Tcpip\Parameters\Interfaces\{GUID}` of
 //!    the current control set with `EnableDHCP` = 0 and a non-zero `IPAddress` (REG_MULTI_SZ,
 //!    with `SubnetMask`, `DefaultGateway`; `NameServer` comma or space separated), in the order
@@ -86,7 +89,8 @@
 //!    service `netkvm` (`Win32_NetworkAdapter`, sorted by interface index; PowerShell 2 or later,
 //!    on every Server from 2008 R2 except a Core install without it), not by its description,
 //!    which has a `#2` suffix when there are several. Then `netsh interface ip set address`,
-//!    `add address` for the others, `set dns` / `add dns`. The mapping is logged. Every address
+//!    `add address` for the others, `set dns` / `add dns` (with `validate=no` from 2012 on).
+//!    The mapping is logged. Every address
 //!    is checked at plan time as an IPv4 dotted quad, so nothing from the image reaches the
 //!    script unchecked. IPv6 settings (`Tcpip6`) are not re-applied.
 
@@ -102,8 +106,8 @@ pub(crate) struct Firstboot;
 
 /// Attempts per step over all boots.
 pub(crate) const MAX_TRIES: u32 = 3;
-/// Disks the diskpart script brings online (0..MAX_DISKS); `select disk` of a missing disk
-/// fails harmlessly under `noerr`.
+/// Disks the disk step brings online at most (0..MAX_DISKS; it stops at the first missing
+/// disk number).
 pub(crate) const MAX_DISKS: u32 = 16;
 /// Folder of our files below the system root.
 pub(crate) const DIR: &str = "rehost";
@@ -111,8 +115,8 @@ pub(crate) const DIR: &str = "rehost";
 pub(crate) const SCRIPT: &str = "firstboot.cmd";
 /// The NIC finder's file name.
 pub(crate) const NIC_PS1: &str = "nic.ps1";
-/// The diskpart script's file name.
-pub(crate) const DISKPART: &str = "disks.txt";
+/// The diskpart script the disk step writes and runs.
+pub(crate) const DISKPART: &str = "diskpart.txt";
 /// What winlogon runs: cmd.exe (found in System32) expands `%SystemRoot%` itself, so the value
 /// works whether or not winlogon expands it. The path has no spaces, so no quotes are needed.
 pub(crate) const CMDLINE: &str = "cmd.exe /c %SystemRoot%\\rehost\\firstboot.cmd";
@@ -512,12 +516,28 @@ fn uninstall_step(id: String, p: &Product) -> Step {
 }
 
 fn disks_step(id: String) -> Step {
+    let dp = "\"%SystemRoot%\\System32\\diskpart.exe\" /s \"%RH%\\diskpart.txt\" >>\"%LOG%\" 2>&1";
+    let script = "\"%RH%\\diskpart.txt\"";
+    let next = format!("{id}_next");
+    let done = format!("{id}_done");
     Step {
         title: "bring offline disks online".into(),
         body: vec![
-            format!(
-                "\"%SystemRoot%\\System32\\diskpart.exe\" /s \"%RH%\\{DISKPART}\" >>\"%LOG%\" 2>&1"
-            ),
+            // One diskpart run per disk: `select disk` has no noerr, so a missing disk number
+            // ends its run with an error, which ends the loop (disk numbers are contiguous).
+            "set DN=0".into(),
+            format!(":{next}"),
+            format!(">{script} echo select disk %DN%"),
+            format!(">>{script} echo online disk noerr"),
+            format!(">>{script} echo attributes disk clear readonly noerr"),
+            dp.into(),
+            format!("if errorlevel 1 goto {done}"),
+            "set /a DN+=1".into(),
+            format!("if %DN% lss {MAX_DISKS} goto {next}"),
+            format!(":{done}"),
+            "call :log \"disks 0 to %DN% looked at\"".into(),
+            format!(">{script} echo san policy=OnlineAll"),
+            dp.into(),
             "set RC=%ERRORLEVEL%".into(),
             codes_line(&[0]),
         ],
@@ -543,7 +563,7 @@ fn static_ip_step(id: String, index: usize, s: &StaticIp, validate_flag: bool) -
         ),
         format!("if not defined NIC goto {nonic}"),
         format!(
-            "call :log \"static interface {} ({}) -> virtio NIC {nth}: %NIC%\"",
+            ">>\"%LOG%\" echo [%DATE% %TIME%] static interface {} ({}) to virtio NIC {nth}: \"%NIC%\"",
             s.guid,
             s.addresses
                 .iter()
@@ -734,18 +754,6 @@ pub(crate) fn nic_ps1() -> String {
     ])
 }
 
-/// The diskpart script.
-pub(crate) fn diskpart_script() -> String {
-    let mut l = Vec::new();
-    for d in 0..MAX_DISKS {
-        l.push(format!("select disk {d} noerr"));
-        l.push("online disk noerr".into());
-        l.push("attributes disk clear readonly noerr".into());
-    }
-    l.push("san policy=OnlineAll".into());
-    crlf(&l)
-}
-
 fn restore_of(v: Option<hive::Value>, notes: &mut Vec<String>, name: &str) -> Restore {
     let Some(v) = v else { return Restore::Absent };
     match v.kind {
@@ -858,10 +866,6 @@ impl Fixer for Firstboot {
             .steps
             .iter()
             .any(|s| s.title.starts_with("static IP"));
-        let has_disks = script
-            .steps
-            .iter()
-            .any(|s| s.title == "bring offline disks online");
         if !ctx.exists(&dir)? {
             out.changes.push(Change::Mkdir {
                 path: dir.clone(),
@@ -871,9 +875,6 @@ impl Fixer for Firstboot {
         let mut files = vec![(script_path, script.render())];
         if has_nic {
             files.push((format!("{dir}/{NIC_PS1}"), nic_ps1()));
-        }
-        if has_disks {
-            files.push((format!("{dir}/{DISKPART}"), diskpart_script()));
         }
         for (path, content) in files {
             match ctx.read_text(&path)? {
@@ -951,7 +952,9 @@ impl Firstboot {
         }
         if params.bool("static_ip") {
             let ips = static_ips(system, software, &info.ccs, notes)?;
-            let validate = (info.major, info.minor) >= (6, 1);
+            // `validate=no` (skip netsh's DNS server probe, which fails while the network is still
+            // coming up) is documented from Server 2012; older netsh is left to its default.
+            let validate = (info.major, info.minor) >= (6, 2);
             for (i, s) in ips.iter().enumerate() {
                 steps.push(static_ip_step(id(), i, s, validate));
             }

@@ -169,7 +169,6 @@ fn registers_the_hook_and_plans_its_files() {
             "/Windows/rehost",
             "/Windows/rehost/firstboot.cmd",
             "/Windows/rehost/nic.ps1",
-            "/Windows/rehost/disks.txt",
             SYSTEM
         ]
     );
@@ -221,7 +220,6 @@ fn registers_the_hook_and_plans_its_files() {
     }
     assert!(!human.contains("Some Database"), "{human}");
     assert_eq!(created(&p, "/Windows/rehost/nic.ps1"), nic_ps1());
-    assert_eq!(created(&p, "/Windows/rehost/disks.txt"), diskpart_script());
 }
 
 /// Every label a `goto` or `call :` names in a cmd script, and every label defined.
@@ -265,10 +263,8 @@ fn the_script_is_crlf_ascii_bounded_and_removes_itself() {
     assert!(s.ends_with("\r\n"));
     assert_eq!(s.matches('\n').count(), s.matches("\r\n").count());
     assert_eq!(s.matches('\r').count(), s.matches("\r\n").count());
-    for f in ["nic.ps1", "disks.txt"] {
-        let t = created(&p, &format!("/Windows/rehost/{f}"));
-        assert_eq!(t.matches('\n').count(), t.matches("\r\n").count(), "{f}");
-    }
+    let t = created(&p, "/Windows/rehost/nic.ps1");
+    assert_eq!(t.matches('\n').count(), t.matches("\r\n").count());
     let lines: Vec<&str> = s.lines().collect();
     let pos = |needle: &str| {
         lines
@@ -320,14 +316,21 @@ fn the_script_is_crlf_ascii_bounded_and_removes_itself() {
             "start \"\" /wait \"%SystemRoot%\\System32\\msiexec.exe\" /x {TOOLS_CODE} /qn /norestart REBOOT=ReallySuppress /l*v \"%RH%\\msi-s03.log\""
         ),
         "call :codes 0 1605 1614 1641 3010",
-        "\"%SystemRoot%\\System32\\diskpart.exe\" /s \"%RH%\\disks.txt\" >>\"%LOG%\" 2>&1",
+        "\"%SystemRoot%\\System32\\diskpart.exe\" /s \"%RH%\\diskpart.txt\" >>\"%LOG%\" 2>&1",
+        ">\"%RH%\\diskpart.txt\" echo select disk %DN%",
+        ">>\"%RH%\\diskpart.txt\" echo online disk noerr",
+        ">>\"%RH%\\diskpart.txt\" echo attributes disk clear readonly noerr",
+        "if errorlevel 1 goto s04_done",
+        "if %DN% lss 16 goto s04_next",
+        ">\"%RH%\\diskpart.txt\" echo san policy=OnlineAll",
+        "call :codes 0",
         "for /f \"usebackq delims=\" %%A in (`%PS% -NoProfile -NonInteractive -ExecutionPolicy Bypass -File %RH%\\nic.ps1 0`) do set \"NIC=%%A\"",
         "netsh interface ip set address name=\"%NIC%\" source=static address=192.168.10.20 mask=255.255.255.0 gateway=192.168.10.1 gwmetric=1 >>\"%LOG%\" 2>&1",
         "netsh interface ip add address name=\"%NIC%\" address=192.168.10.21 mask=255.255.0.0 >>\"%LOG%\" 2>&1",
         "netsh interface ip set dns name=\"%NIC%\" source=static address=192.168.10.53 register=primary validate=no >>\"%LOG%\" 2>&1",
         "netsh interface ip add dns name=\"%NIC%\" address=10.0.0.53 index=2 validate=no >>\"%LOG%\" 2>&1",
         &format!(
-            "call :log \"static interface {STATIC_GUID} (192.168.10.20 mask 255.255.255.0, 192.168.10.21 mask 255.255.0.0) -> virtio NIC 1: %NIC%\""
+            ">>\"%LOG%\" echo [%DATE% %TIME%] static interface {STATIC_GUID} (192.168.10.20 mask 255.255.255.0, 192.168.10.21 mask 255.255.0.0) to virtio NIC 1: \"%NIC%\""
         ),
     ] {
         pos(l);
@@ -358,7 +361,7 @@ fn the_script_is_crlf_ascii_bounded_and_removes_itself() {
         "\"%REG%\" delete \"HKLM\\SYSTEM\\Setup\" /v SetupType /f >>\"%LOG%\" 2>&1",
         "if exist \"%STATE%\\\" rmdir /s /q \"%STATE%\"",
         "if exist \"%RH%\\nic.ps1\" del /f /q \"%RH%\\nic.ps1\"",
-        "if exist \"%RH%\\disks.txt\" del /f /q \"%RH%\\disks.txt\"",
+        "if exist \"%RH%\\diskpart.txt\" del /f /q \"%RH%\\diskpart.txt\"",
         "(goto) 2>nul & del /f /q \"%~f0\"",
     ] {
         assert!(pos(l) > done && pos(l) < pos(":rearm"), "{l}");
@@ -387,15 +390,38 @@ fn the_script_is_crlf_ascii_bounded_and_removes_itself() {
         assert_eq!(l.matches('"').count() % 2, 0, "{l}");
     }
     for (i, l) in lines.iter().enumerate() {
-        if let Some(t) = l.strip_prefix("goto ").filter(|t| *t != ":eof") {
-            let target = pos(&format!(":{t}"));
-            assert!(target > i || t == "codes", "backward goto {t} at line {i}");
+        // `goto X` anywhere on the line (also after `if ...`).
+        let Some(t) = l.split("goto ").nth(1).map(str::trim) else {
+            continue;
+        };
+        if t == ":eof" {
+            continue;
         }
+        let target = pos(&format!(":{t}"));
+        // The :codes loop shifts its arguments away; the disk loop is bounded by its counter.
+        let bounded =
+            t == "codes" || (t.ends_with("_next") && l.starts_with("if %DN% lss 16 goto "));
+        assert!(target > i || bounded, "backward goto {t} at line {i}");
     }
+    // Log messages go through `echo` unquoted: none may hold a redirection or command separator.
+    for l in lines.iter().filter_map(|l| l.strip_prefix("call :log \"")) {
+        assert!(!l.contains(['<', '>', '|', '&', '^']), "{l}");
+    }
+    // The re-armed CmdLine is exactly what planning writes (and detects as ours).
+    let rearm_cmd = lines
+        .iter()
+        .find(|l| l.contains("/v CmdLine /t REG_SZ /d \"cmd.exe"))
+        .unwrap();
+    assert!(
+        rearm_cmd
+            .replace("%%", "%")
+            .contains(&format!("/d \"{CMDLINE}\" /f")),
+        "{rearm_cmd}"
+    );
 }
 
 #[test]
-fn legacy_pnputil_and_no_dns_validation_flag_before_2008_r2_syntax() {
+fn legacy_pnputil_and_no_dns_validation_flag_before_2012() {
     let mut g = full_guest(WIN2008R2);
     g.add_dir("/Windows/rehost");
     let p = run(&firstboot(""), WIN2008R2, &g).unwrap();
@@ -404,8 +430,9 @@ fn legacy_pnputil_and_no_dns_validation_flag_before_2008_r2_syntax() {
         "\"%SystemRoot%\\System32\\pnputil.exe\" -i -a \"%SystemRoot%\\Drivers\\VirtIO\\netkvm.inf\" >>\"%LOG%\" 2>&1\r\n"
     ));
     assert!(!s.contains("/add-driver"));
-    // 2008 R2 is 6.1, which has validate=no.
-    assert!(s.contains("register=primary validate=no"));
+    // 2008 R2 (6.1): netsh's default DNS validation.
+    assert!(s.contains("register=primary >>"));
+    assert!(!s.contains("validate=no"));
     assert!(
         !p.changes().any(|c| matches!(c, Change::Mkdir { .. })),
         "the folder exists"
@@ -690,7 +717,7 @@ fn steps_can_be_turned_off() {
     );
     let s = created(&p, "/Windows/rehost/firstboot.cmd");
     assert!(
-        !s.contains("-File %RH%\\nic.ps1") && !s.contains("/s \"%RH%\\disks.txt\""),
+        !s.contains("-File %RH%\\nic.ps1") && !s.contains("diskpart.exe"),
         "{s}"
     );
 }
@@ -819,7 +846,7 @@ fn mutated_hives_never_panic() {
         .add_file(SOFTWARE, &software)
         .add_file("/Windows/Drivers/VirtIO/netkvm.inf", b"");
     let p = run(&firstboot(""), v, &g).unwrap();
-    assert_eq!(p.changes().count(), 5);
+    assert_eq!(p.changes().count(), 4);
     fuzz_firstboot(&system, &software);
     let mut seed = 0x5eed_f00d_u64;
     for i in 0..1000u32 {
