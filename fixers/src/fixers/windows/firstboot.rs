@@ -35,7 +35,9 @@
 //! included, are up, but nobody can log on); a Windows Installer product whose uninstall
 //! refuses to run off its hypervisor (VMware Tools has been seen to) fails three times and is
 //! given up; `CmdLine` is winlogon's, so an image that is itself mid-setup (`SetupType` not 0
-//! with another command, or `SystemSetupInProgress` 1) is refused rather than overwritten.
+//! with another command, or `SystemSetupInProgress` / `OOBEInProgress` 1) is refused rather
+//! than overwritten. We never set `SystemSetupInProgress`: in that setup mode only the
+//! services listed under `Setup\AllowStart` start.
 //!
 //! # Never a reboot loop
 //!
@@ -810,15 +812,12 @@ impl Fixer for Firstboot {
             .as_ref()
             .and_then(hive::Value::as_string)
             .is_some_and(|c| c.eq_ignore_ascii_case(CMDLINE));
-        if system
-            .dword(SETUP_KEY, "SystemSetupInProgress")?
-            .unwrap_or(0)
-            != 0
-        {
-            return Err(refused(
-                "windows setup is in progress (SystemSetupInProgress=1): the setup command hook is in use"
-                    .into(),
-            ));
+        for flag in ["SystemSetupInProgress", "OOBEInProgress"] {
+            if system.dword(SETUP_KEY, flag)?.unwrap_or(0) != 0 {
+                return Err(refused(format!(
+                    "windows setup is in progress ({flag}=1): the setup command hook is in use"
+                )));
+            }
         }
         let setup_type = cur_type
             .as_ref()

@@ -684,6 +684,19 @@ fn earlier_values_are_restored_and_foreign_hooks_refused() {
         e.to_string(),
         "unsupported windows guest: windows setup is in progress (SystemSetupInProgress=1): the setup command hook is in use"
     );
+    let sys = system_hive(v)
+        .value(
+            "Setup",
+            "OOBEInProgress",
+            ValueType::Dword,
+            &1u32.to_le_bytes(),
+        )
+        .build();
+    let e = run(&firstboot(""), v, &guest(v, &sys)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "unsupported windows guest: windows setup is in progress (OOBEInProgress=1): the setup command hook is in use"
+    );
     // A CmdLine that cannot be written back safely is restored empty, with a note.
     let sys = system_hive(v)
         .value("Setup", "CmdLine", ValueType::Sz, &sz("a & b"))
@@ -863,4 +876,58 @@ fn mutated_hives_never_panic() {
         }
         fuzz_firstboot(&sys, &sw);
     }
+}
+
+/// The real SYSTEM hive of dissect.regf 3.14's tests (fetched by `tests/windows.rs`), where
+/// `Setup` holds what an installed Windows has: `SetupType` 0, `CmdLine` an empty REG_SZ,
+/// `OOBEInProgress` 0, and many other values that must stay as they are.
+#[test]
+fn on_the_real_system_hive() {
+    let home = std::env::var_os("HOME").unwrap_or_default();
+    let f = std::path::Path::new(&home).join(".cache/rehost/fixtures/dissect-regf-3.14/SYSTEM");
+    let Ok(real) = std::fs::read(&f) else {
+        println!(
+            "skipping: {} not fetched (tests/windows.rs fetches it)",
+            f.display()
+        );
+        return;
+    };
+    let v = WIN2019;
+    let mut g = guest(v, &real);
+    let p = run(&firstboot(""), v, &g).unwrap();
+    let s = created(&p, "/Windows/rehost/firstboot.cmd");
+    assert!(s.contains("rem rehost-restore SetupType=dword:0 CmdLine=sz:\r\n"));
+    let (old, new, reg) = system_after(&p);
+    let (before, after) = (
+        Hive::from_bytes(old).unwrap(),
+        Hive::from_bytes(new).unwrap(),
+    );
+    let values = |h: &Hive| {
+        let mut v: Vec<(String, ValueType, Vec<u8>)> = h
+            .open_path("Setup")
+            .unwrap()
+            .unwrap()
+            .values()
+            .unwrap()
+            .into_iter()
+            .map(|v| (v.name.clone(), v.kind, v.data))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let (vb, va) = (values(&before), values(&after));
+    assert_eq!(vb.len(), va.len(), "no value added or removed");
+    for (b, a) in vb.iter().zip(&va) {
+        match b.0.as_str() {
+            "SetupType" => assert_eq!(
+                (a.1, a.2.clone()),
+                (ValueType::Dword, 2u32.to_le_bytes().to_vec())
+            ),
+            "CmdLine" => assert_eq!((a.1, a.2.clone()), (ValueType::Sz, sz(CMDLINE))),
+            _ => assert_eq!(a, b, "{} unchanged", b.0),
+        }
+    }
+    assert_eq!(reg.matches("\n\"").count(), 2, "{reg}");
+    apply(&p, &mut g).unwrap();
+    assert!(run(&firstboot(""), v, &g).unwrap().is_empty());
 }
