@@ -58,11 +58,21 @@
 //! - `firstboot.log`: appended by the script (`[date time] step sNN (...): attempt k of 3`,
 //!   every command's output, exit codes, the NIC mapping);
 //! - `nic.ps1`: finds the k-th virtio NIC (when a static IP step exists);
+//! - `trust.ps1`: the publisher-trust helper (when that step exists);
 //! - `diskpart.txt`: written and run by the disk step;
 //! - `state\`: attempt and done markers, created by the script.
 //!
 //! # Steps, in order
 //!
+//! 0. **Publisher trust** (before Windows 10, when there are packages to install): `trust.ps1`
+//!    adds the signer certificate of every catalog in `%SystemRoot%\Drivers\VirtIO` to
+//!    `LocalMachine\TrustedPublisher`. virtio-win's drivers for those versions are signed by
+//!    Red Hat, not WHQL, and pnputil would otherwise ask "Would you like to install this device
+//!    software?" on a console nobody can use before logon, holding the boot (virtio-win's own
+//!    guest-tools installer needs the same, virtio-win-guest-tools-installer issue 11). The
+//!    certificates stay trusted (so later updates of the same drivers install silently); the
+//!    log names each one. A certificate that has expired does not help (virtio-win-pkg-scripts
+//!    issue 57); then the prompt still holds the boot until someone answers it or resets.
 //! 1. **Drivers**: `pnputil /add-driver <inf> /install` (Windows 10 1607, build 14393, and
 //!    later) or `pnputil -i -a <inf>` (earlier) for every `.inf` in `%SystemRoot%\Drivers\VirtIO`
 //!    (where `virtio-win` copies the staged, non-boot packages; on 8 / 2012 and later the same
@@ -117,6 +127,10 @@ pub(crate) const DIR: &str = "rehost";
 pub(crate) const SCRIPT: &str = "firstboot.cmd";
 /// The NIC finder's file name.
 pub(crate) const NIC_PS1: &str = "nic.ps1";
+/// The publisher-trust helper's file name.
+pub(crate) const TRUST_PS1: &str = "trust.ps1";
+/// Title of the publisher-trust step.
+const TRUST_TITLE: &str = "trust the publishers of the staged driver packages";
 /// The diskpart script the disk step writes and runs.
 pub(crate) const DISKPART: &str = "diskpart.txt";
 /// What winlogon runs: cmd.exe (found in System32) expands `%SystemRoot%` itself, so the value
@@ -502,6 +516,25 @@ fn driver_step(id: String, inf: &str, add_driver: bool) -> Step {
     }
 }
 
+fn trust_step(id: String) -> Step {
+    let nope = format!("{id}_nops");
+    Step {
+        title: TRUST_TITLE.into(),
+        body: vec![
+            format!("if not exist \"%PS%\" goto {nope}"),
+            format!(
+                "%PS% -NoProfile -NonInteractive -ExecutionPolicy Bypass -File %RH%\\{TRUST_PS1} %SystemRoot%\\Drivers\\VirtIO >>\"%LOG%\" 2>&1"
+            ),
+            "set RC=%ERRORLEVEL%".into(),
+            codes_line(&[0]),
+            "goto :eof".into(),
+            format!(":{nope}"),
+            "set RC=no-powershell".into(),
+        ],
+        id,
+    }
+}
+
 fn uninstall_step(id: String, p: &Product) -> Step {
     Step {
         title: format!("uninstall {} {}", p.name, p.code),
@@ -673,6 +706,7 @@ impl Script {
             self.setup_type.command("SetupType"),
             "if exist \"%STATE%\\\" rmdir /s /q \"%STATE%\"".into(),
             format!("if exist \"%RH%\\{NIC_PS1}\" del /f /q \"%RH%\\{NIC_PS1}\""),
+            format!("if exist \"%RH%\\{TRUST_PS1}\" del /f /q \"%RH%\\{TRUST_PS1}\""),
             format!("if exist \"%RH%\\{DISKPART}\" del /f /q \"%RH%\\{DISKPART}\""),
             "call :log \"finished\"".into(),
             "rem Deletes this file once cmd.exe has left it.".into(),
@@ -743,6 +777,30 @@ fn parse_restore(script: &str) -> Option<(Restore, Restore)> {
     let rest = line.strip_prefix("SetupType=")?;
     let (st, cl) = rest.split_once(" CmdLine=")?;
     Some((Restore::parse(st)?, Restore::parse(cl)?))
+}
+
+/// The publisher-trust helper (PowerShell 2 compatible): adds the signer certificate of every
+/// catalog in the folder `$args[0]` to `LocalMachine\TrustedPublisher`, and logs each.
+pub(crate) fn trust_ps1() -> String {
+    crlf(&[
+        "# rehost: trusts the signers of the driver catalogs in folder $args[0] as publishers, so".into(),
+        "# pnputil installs their packages without asking (nobody can answer before logon).".into(),
+        "$failed = 0".into(),
+        "$store = New-Object System.Security.Cryptography.X509Certificates.X509Store 'TrustedPublisher', 'LocalMachine'".into(),
+        "$store.Open('ReadWrite')".into(),
+        "foreach ($cat in @(Get-ChildItem -Path $args[0] -Filter '*.cat')) {".into(),
+        "    $cert = (Get-AuthenticodeSignature -FilePath $cat.FullName).SignerCertificate".into(),
+        "    if ($cert) {".into(),
+        "        $store.Add($cert)".into(),
+        "        Write-Output ('trusted ' + $cert.Subject + ' ' + $cert.Thumbprint + ' (' + $cat.Name + ')')".into(),
+        "    } else {".into(),
+        "        Write-Output ('no signature on ' + $cat.Name)".into(),
+        "        $failed = 1".into(),
+        "    }".into(),
+        "}".into(),
+        "$store.Close()".into(),
+        "exit $failed".into(),
+    ])
 }
 
 /// The NIC finder (PowerShell 2 compatible).
@@ -875,6 +933,9 @@ impl Fixer for Firstboot {
         if has_nic {
             files.push((format!("{dir}/{NIC_PS1}"), nic_ps1()));
         }
+        if script.steps.iter().any(|s| s.title == TRUST_TITLE) {
+            files.push((format!("{dir}/{TRUST_PS1}"), trust_ps1()));
+        }
         for (path, content) in files {
             match ctx.read_text(&path)? {
                 Some((canon, old)) => out.replace(&canon, &old, content),
@@ -927,6 +988,16 @@ impl Firstboot {
             let infs = ctx.list(&format!("{}/Drivers/VirtIO", info.sysroot), |n| {
                 n.to_ascii_lowercase().ends_with(".inf")
             })?;
+            // Before Windows 10 virtio-win's packages are signed by Red Hat, not WHQL, and
+            // pnputil asks "Would you like to install this device software?" unless the
+            // signer is a trusted publisher: nobody could answer before logon.
+            if info.major < 10
+                && infs
+                    .iter()
+                    .any(|p| inf_name_ok(p.rsplit('/').next().unwrap_or(p)))
+            {
+                steps.push(trust_step(id()));
+            }
             for p in infs.iter().take(MAX_INFS) {
                 let name = p.rsplit('/').next().unwrap_or(p);
                 if inf_name_ok(name) {

@@ -336,6 +336,11 @@ fn the_script_is_crlf_ascii_bounded_and_removes_itself() {
         pos(l);
     }
     assert!(!s.contains("bad&name"), "odd names never reach the script");
+    assert!(
+        !s.contains("-File %RH%\\trust.ps1")
+            && !p.changes().any(|c| c.path().ends_with("trust.ps1")),
+        "windows 10+ packages are WHQL or attestation signed"
+    );
     // Bounded attempts: markers .1 to .3, checked before, written before the step runs.
     for l in [
         "if exist \"%STATE%\\%~1.done\" goto :eof",
@@ -430,6 +435,32 @@ fn legacy_pnputil_and_no_dns_validation_flag_before_2012() {
         "\"%SystemRoot%\\System32\\pnputil.exe\" -i -a \"%SystemRoot%\\Drivers\\VirtIO\\netkvm.inf\" >>\"%LOG%\" 2>&1\r\n"
     ));
     assert!(!s.contains("/add-driver"));
+    // Red Hat-signed packages: their publisher is trusted first, by a PowerShell helper.
+    let trust = s
+        .find("call :attempt s01 \"trust the publishers of the staged driver packages\"")
+        .unwrap();
+    assert!(
+        trust
+            < s.find("call :attempt s02 \"install driver package Balloon.inf\"")
+                .unwrap()
+    );
+    assert!(s.contains(
+        "\r\n:s01\r\nif not exist \"%PS%\" goto s01_nops\r\n%PS% -NoProfile -NonInteractive -ExecutionPolicy Bypass -File %RH%\\trust.ps1 %SystemRoot%\\Drivers\\VirtIO >>\"%LOG%\" 2>&1\r\nset RC=%ERRORLEVEL%\r\ncall :codes 0\r\n"
+    ));
+    assert!(s.contains("if exist \"%RH%\\trust.ps1\" del /f /q \"%RH%\\trust.ps1\"\r\n"));
+    let t = created(&p, "/Windows/rehost/trust.ps1");
+    assert_eq!(t, trust_ps1());
+    assert_eq!(t.matches('\n').count(), t.matches("\r\n").count());
+    for l in [
+        "$store = New-Object System.Security.Cryptography.X509Certificates.X509Store 'TrustedPublisher', 'LocalMachine'",
+        "    $cert = (Get-AuthenticodeSignature -FilePath $cat.FullName).SignerCertificate",
+        "        $store.Add($cert)",
+        "exit $failed",
+    ] {
+        assert!(t.lines().any(|x| x.trim_end_matches('\r') == l), "{l}");
+    }
+    // PowerShell braces balance.
+    assert_eq!(t.matches('{').count(), t.matches('}').count());
     // 2008 R2 (6.1): netsh's default DNS validation.
     assert!(s.contains("register=primary >>"));
     assert!(!s.contains("validate=no"));
