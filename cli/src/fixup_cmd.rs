@@ -278,7 +278,11 @@ fn apply_in_transaction(
         Err(e) => {
             let rolled = txn.rollback();
             match rolled {
-                Ok(_) => Err(e.context("the disk was rolled back to its original content")),
+                Ok(_) => {
+                    // Settled and useless now; leaving it would read as something to undo.
+                    let _ = std::fs::remove_file(undo);
+                    Err(e.context("the disk was rolled back to its original content"))
+                }
                 Err(r) => Err(e.context(format!(
                     "rolling back failed too ({r}); run `rehost undo` before using the disk"
                 ))),

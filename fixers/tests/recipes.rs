@@ -137,11 +137,14 @@ fn every_recipe_plans_applies_and_is_idempotent_on_a_toy_guest() {
         assert_eq!(p.recipe, r.name);
         assert_eq!(p.steps.len(), r.steps.len());
         let touched: BTreeSet<&str> = p.changes().map(|c| c.path()).collect();
+        // SUSE keeps kernel NIC names (eth0); the others move to the predictable ens3.
+        let nic = if r.name == "suse" { "eth0" } else { "ens3" };
+        let ifcfg = format!("/etc/sysconfig/network-scripts/ifcfg-{nic}");
         for f in [
             "/etc/fstab",
             "/etc/default/grub",
             "/boot/grub2/grub.cfg",
-            "/etc/sysconfig/network-scripts/ifcfg-ens3",
+            ifcfg.as_str(),
             "/etc/blkid/blkid.tab",
         ] {
             assert!(
@@ -156,8 +159,8 @@ fn every_recipe_plans_applies_and_is_idempotent_on_a_toy_guest() {
             b"UUID=11111111-2222-3333-4444-555555555555 / ext4 defaults 0 1\n/dev/vda5 none swap sw 0 0\n"
         );
         assert_eq!(
-            g.file("/etc/sysconfig/network-scripts/ifcfg-ens3").unwrap(),
-            b"DEVICE=ens3\nBOOTPROTO=static\nIPADDR=10.0.0.2\nPREFIX=24\n"
+            g.file(&ifcfg).unwrap(),
+            format!("DEVICE={nic}\nBOOTPROTO=static\nIPADDR=10.0.0.2\nPREFIX=24\n").as_bytes()
         );
         assert!(
             g.file("/etc/sysconfig/network-scripts/ifcfg-ens192")

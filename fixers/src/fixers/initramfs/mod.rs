@@ -582,8 +582,17 @@ fn generator_config(ctx: &FixContext<'_>, wanted: &[String], out: &mut Outcome) 
             }
         }
     }
-    // SUSE mkinitrd (and dracut on SUSE, which reads it too): INITRD_MODULES="a b".
-    if let Some((p, text)) = ctx.read_text("/etc/sysconfig/kernel")? {
+    // SUSE mkinitrd (and dracut on SUSE, which reads it too): INITRD_MODULES="a b". RHEL has
+    // a /etc/sysconfig/kernel too (UPDATEDEFAULT, DEFAULTKERNEL) that nothing reads this from,
+    // so only SUSE guests, or a file that already has the variable, get it.
+    let suse = matches!(
+        ctx.os.distro.as_str(),
+        "sles" | "suse" | "opensuse" | "opensuse-leap" | "opensuse-tumbleweed" | "sled"
+    );
+    if let Some((p, text)) = ctx
+        .read_text("/etc/sysconfig/kernel")?
+        .filter(|(_, t)| suse || t.lines().any(|l| l.starts_with("INITRD_MODULES=")))
+    {
         let mut found = false;
         let mut new = String::with_capacity(text.len().saturating_add(128));
         for l in text.split_inclusive('\n') {

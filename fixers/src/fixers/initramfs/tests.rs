@@ -289,6 +289,30 @@ fn large_image_applies() {
 }
 
 #[test]
+fn rhel_sysconfig_kernel_is_not_given_a_suse_variable() {
+    let mut g = debian_guest();
+    g.add_file(
+        "/etc/sysconfig/kernel",
+        b"UPDATEDEFAULT=yes\nDEFAULTKERNEL=kernel-core\n",
+    );
+    let o = run(&g, "rhel", 9, toml::Table::new());
+    assert!(
+        o.changes
+            .iter()
+            .all(|c| c.path() != "/etc/sysconfig/kernel"),
+        "{:?}",
+        o.changes.iter().map(Change::path).collect::<Vec<_>>()
+    );
+    // On SUSE the same file gets the variable.
+    let o = run(&g, "sles", 15, toml::Table::new());
+    assert!(
+        o.changes
+            .iter()
+            .any(|c| c.path() == "/etc/sysconfig/kernel")
+    );
+}
+
+#[test]
 fn dracut_and_suse_configs() {
     let mut g = debian_guest();
     g.add_dir("/etc/dracut.conf.d");
