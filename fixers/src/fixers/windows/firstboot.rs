@@ -102,9 +102,22 @@
 //!    on every Server from 2008 R2 except a Core install without it), not by its description,
 //!    which has a `#2` suffix when there are several. Then `netsh interface ip set address`,
 //!    `add address` for the others, `set dns` / `add dns` (with `validate=no` from 2012 on).
-//!    The mapping is logged. Every address
-//!    is checked at plan time as an IPv4 dotted quad, so nothing from the image reaches the
-//!    script unchecked. IPv6 settings (`Tcpip6`) are not re-applied.
+//!    The mapping is logged. Every address is checked at plan time as an IPv4 dotted quad, so
+//!    nothing from the image reaches the script unchecked (product codes must be GUIDs, INF
+//!    names `A-Z a-z 0-9 . _ -`, logged names are reduced to safe characters). IPv6 settings
+//!    (`Tcpip6`) are not re-applied, and a NIC name with non-ASCII characters may not survive
+//!    PowerShell's output code page.
+//!
+//! # What is verified, and what is not
+//!
+//! Windows cannot be booted on the build host. The tests check statically: the files and their
+//! text (every command, CRLF, ASCII, labels defined, no unbounded backward jump, attempts
+//! bounded, disarm before the first step, re-arm only at the end, self-removal), winlogon's two
+//! values read back with our hive reader and with `hivexregedit --export`, the static-IP and
+//! product-code extraction, idempotence, and the whole recipe on the builder images. Not
+//! verified: how cmd.exe, pnputil, msiexec, diskpart, netsh and PowerShell behave in the
+//! `SetupType` 2 phase on each Windows version, the exit codes they return there, and the NIC
+//! order at run time.
 
 use std::net::Ipv4Addr;
 
