@@ -77,6 +77,16 @@ pub enum Error {
         /// The magic found.
         found: u16,
     },
+    /// On-disk metadata is inconsistent in a way the C library would trust (and could crash on).
+    #[error("corrupt {structure} at byte {offset:#x}: {detail}")]
+    Corrupt {
+        /// The structure (`"ext2/3/4 superblock"`, ...).
+        structure: &'static str,
+        /// Byte offset of the bad field or structure on the device.
+        offset: u64,
+        /// What is wrong, with the value and the allowed range.
+        detail: String,
+    },
     /// A feature or request this library cannot handle.
     #[error("unsupported: {0}")]
     Unsupported(String),

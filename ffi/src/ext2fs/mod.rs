@@ -16,9 +16,12 @@
 //! the link itself.
 //!
 //! libext2fs parses the image's metadata in C. It is the reference implementation, hardened by
-//! years of fuzzing, but it is not ours: open only images whose filesystem has been checked
-//! (the read side in `fs/` and `e2fsck -n` are the places for hostile images).
+//! years of fuzzing, but it trusts the superblock's geometry and the group descriptors, which
+//! `e2fsck` validates before using: [`Ext2Fs::open`] checks both first (the geometry in Rust,
+//! the descriptors with `ext2fs_check_desc`) and refuses an inconsistent image with
+//! [`Error::Corrupt`], releasing the handle without writing anything back.
 
+mod geometry;
 mod io;
 mod ops;
 mod sys;
@@ -41,6 +44,9 @@ pub mod fuzzing {
             super::OpenOptions::new().force(true),
         ] {
             let _ = super::check_superblock(&sb, &opts);
+        }
+        for device_size in [0, 4 << 20, u64::MAX] {
+            let _ = super::geometry::check(&sb, device_size);
         }
     }
 }
@@ -565,6 +571,7 @@ impl Ext2Fs {
     /// # Errors
     /// [`Error::NotExt`] without the superblock magic; [`Error::Refused`] for a dirty
     /// filesystem unless forced; [`Error::Unsupported`] for features libext2fs cannot write;
+    /// [`Error::Corrupt`] for an inconsistent superblock geometry or group descriptors;
     /// [`Error::Device`] and [`Error::Ext2`] otherwise.
     pub fn open(dev: Arc<dyn BlockWrite>, opts: &OpenOptions) -> Result<Self> {
         let mut sb = [0u8; SUPERBLOCK_LEN];
@@ -574,6 +581,8 @@ impl Ext2Fs {
                 source,
             })?;
         let features = check_superblock(&sb, opts)?;
+        // libext2fs trusts the geometry; e2fsck checks it first, and so do we (see `geometry`).
+        let geo = geometry::check(&sb, dev.size())?;
         let shared = io::Shared::new(dev);
         let reg = io::Registration::new(shared.clone());
         let mut fs: *mut sys::Filsys = std::ptr::null_mut();
@@ -610,11 +619,34 @@ impl Ext2Fs {
                 },
             });
         }
-        let this = Self {
+        let mut this = Self {
             fs,
             shared,
             features,
         };
+        // The group descriptors say where each group's bitmaps and inode table are; libext2fs
+        // follows them blindly, so check that they lie inside the filesystem and overlap neither
+        // each other nor the superblocks and descriptor blocks (what e2fsck checks first too).
+        // SAFETY: `fs` is the live handle just opened.
+        let code = unsafe { sys::ext2fs_check_desc(this.fs) };
+        if code != 0 {
+            this.abandon();
+            if let Some(source) = this.shared.take_error() {
+                return Err(Error::Device {
+                    op: "check group descriptors".into(),
+                    source,
+                });
+            }
+            return Err(Error::Corrupt {
+                structure: "ext2/3/4 group descriptors",
+                offset: geo.gdt_at,
+                detail: describe(code).to_lowercase(),
+            });
+        }
+        if let Err(e) = this.check_groups(&geo) {
+            this.abandon();
+            return Err(e);
+        }
         // SAFETY: `fs` is the live handle just opened.
         let code = unsafe { sys::ext2fs_read_bitmaps(this.fs) };
         this.check("read bitmaps", "", code)?;
@@ -627,6 +659,51 @@ impl Ext2Fs {
     /// [`Error::Device`] or [`Error::Ext2`] if flushing fails (the handle is released anyway).
     pub fn close(mut self) -> Result<()> {
         self.close_inner()
+    }
+
+    /// Checks each group descriptor's checksum (with `gdt_csum` or `metadata_csum`; the kernel
+    /// refuses to mount a filesystem whose checksums fail, `ext2fs_open2` does not check them)
+    /// and, with group checksums, that `bg_itable_unused` does not exceed the group's inodes
+    /// (libext2fs computes the used part of the inode table from it).
+    fn check_groups(&self, geo: &geometry::Geometry) -> Result<()> {
+        for g in 0..geo.groups {
+            let corrupt = |detail: String| Error::Corrupt {
+                structure: "ext2/3/4 group descriptors",
+                offset: geo.gdt_at,
+                detail,
+            };
+            // SAFETY: live handle; `g` is below the group count the checked superblock gives,
+            // which is the count libext2fs computed from the same fields.
+            if unsafe { sys::ext2fs_group_desc_csum_verify(self.fs, g) } == 0 {
+                return Err(corrupt(format!(
+                    "group {g}: descriptor checksum does not match"
+                )));
+            }
+            if !geo.group_csum {
+                // Without group checksums the field is unused (libext2fs and the kernel
+                // ignore it), so garbage there is harmless.
+                continue;
+            }
+            // SAFETY: as above.
+            let unused = unsafe { sys::ext2fs_bg_itable_unused(self.fs, g) };
+            if unused > geo.inodes_per_group {
+                return Err(corrupt(format!(
+                    "group {g}: bg_itable_unused {unused} out of range 0..={}",
+                    geo.inodes_per_group
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases the handle without writing anything back (for an image refused after
+    /// `ext2fs_open2`: nothing may be written to it, and its metadata is not to be trusted).
+    fn abandon(&mut self) {
+        let fs = std::mem::replace(&mut self.fs, std::ptr::null_mut());
+        if !fs.is_null() {
+            // SAFETY: `fs` is the live handle; it is not used again (the field is null now).
+            unsafe { sys::ext2fs_free(fs) };
+        }
     }
 
     fn close_inner(&mut self) -> Result<()> {

@@ -240,6 +240,13 @@ unsafe extern "C" {
     pub(crate) fn ext2fs_close2(fs: *mut Filsys, flags: c_int) -> Errcode;
     pub(crate) fn ext2fs_free(fs: *mut Filsys);
     pub(crate) fn ext2fs_read_bitmaps(fs: *mut Filsys) -> Errcode;
+    /// Checks that every group's bitmaps and inode table lie inside the filesystem and overlap
+    /// neither each other nor the superblocks and descriptors (`check_desc.c`).
+    pub(crate) fn ext2fs_check_desc(fs: *mut Filsys) -> Errcode;
+    /// 1 if group `group`'s descriptor checksum matches (or the filesystem has none), else 0.
+    pub(crate) fn ext2fs_group_desc_csum_verify(fs: *mut Filsys, group: u32) -> c_int;
+    /// Group `group`'s `bg_itable_unused` (the raw field; meaningful only with group checksums).
+    pub(crate) fn ext2fs_bg_itable_unused(fs: *mut Filsys, group: u32) -> u32;
     pub(crate) fn ext2fs_write_bitmaps(fs: *mut Filsys) -> Errcode;
     pub(crate) fn ext2fs_flush2(fs: *mut Filsys, flags: c_int) -> Errcode;
     pub(crate) fn ext2fs_is_fast_symlink(inode: *mut Inode) -> c_int;

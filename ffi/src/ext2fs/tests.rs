@@ -1956,3 +1956,112 @@ fn names_that_are_not_utf8_work() {
         .expect("debugfs");
     assert_eq!(out.stdout, b"latin-1\n");
 }
+
+/// Opens `bytes` and returns the refusal, checking that the device was not written.
+fn refused_unchanged(bytes: Vec<u8>) -> Error {
+    let dev = Arc::new(disk::mem::MemDisk::from_vec(bytes.clone()));
+    let e = Ext2Fs::open(dev.clone(), &OpenOptions::new().force(true)).expect_err("refused");
+    assert!(dev.to_vec() == bytes, "a refused image was written to");
+    e
+}
+
+fn corrupt_parts(e: &Error) -> (&'static str, u64, String) {
+    match e {
+        Error::Corrupt {
+            structure,
+            offset,
+            detail,
+        } => (structure, *offset, detail.clone()),
+        other => panic!("expected corrupt, got {other:?}"),
+    }
+}
+
+// found by tests/tests/ext4_write_hostile.rs: libext2fs trusted these and crashed or would
+// have followed them; now they are refused before anything is written.
+#[test]
+fn hostile_geometry_and_descriptors_are_refused_before_any_write() {
+    if !have_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csum = std::fs::read(mkfs(
+        dir.path(),
+        "csum.img",
+        &Mkfs {
+            size_mib: 4,
+            ..Mkfs::default()
+        },
+    ))
+    .expect("read image");
+    let plain = std::fs::read(mkfs(
+        dir.path(),
+        "plain.img",
+        &Mkfs {
+            size_mib: 4,
+            no_csum: true,
+            ..Mkfs::default()
+        },
+    ))
+    .expect("read image");
+    // 4 MiB makes 1 KiB blocks: superblock in block 1, descriptors in block 2.
+    const GDT: usize = 2048;
+
+    // s_first_data_block 128: libext2fs freed an invalid pointer at close.
+    let mut b = plain.clone();
+    b[0x414] = 128;
+    let e = refused_unchanged(b);
+    assert_eq!(
+        corrupt_parts(&e),
+        (
+            "ext2/3/4 superblock",
+            0x414,
+            "s_first_data_block 128 out of range 1..=1".into()
+        )
+    );
+    assert_eq!(
+        e.to_string(),
+        "corrupt ext2/3/4 superblock at byte 0x414: s_first_data_block 128 out of range 1..=1"
+    );
+
+    // A device shorter than the filesystem.
+    let e = refused_unchanged(plain[..2 << 20].to_vec());
+    assert_eq!(
+        corrupt_parts(&e),
+        (
+            "ext2/3/4 superblock",
+            0x404,
+            "s_blocks_count (the device's size in blocks is the maximum) 4096 out of range \
+             2..=2048"
+                .into()
+        )
+    );
+
+    // The inode table moved, with metadata_csum: the descriptor checksum no longer matches.
+    let mut b = csum.clone();
+    b[GDT + 8] = b[GDT + 8].wrapping_add(4);
+    assert_eq!(
+        corrupt_parts(&refused_unchanged(b)),
+        (
+            "ext2/3/4 group descriptors",
+            0x800,
+            "group 0: descriptor checksum does not match".into()
+        )
+    );
+
+    // The block bitmap pointed at the descriptor block itself, without checksums to notice:
+    // ext2fs_check_desc refuses it.
+    let mut b = plain.clone();
+    b[GDT..GDT + 4].copy_from_slice(&2u32.to_le_bytes());
+    let (structure, offset, detail) = corrupt_parts(&refused_unchanged(b));
+    assert_eq!((structure, offset), ("ext2/3/4 group descriptors", 0x800));
+    assert!(detail.contains("block bitmap"), "{detail}");
+
+    // The unmodified images open.
+    for bytes in [csum, plain] {
+        let dev = Arc::new(disk::mem::MemDisk::from_vec(bytes));
+        Ext2Fs::open(dev, &OpenOptions::new())
+            .expect("clean image opens")
+            .close()
+            .expect("close");
+    }
+}

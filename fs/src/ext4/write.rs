@@ -20,9 +20,14 @@
 //! bitmaps; that is why writers run inside a `disk::txn::Transaction`, whose recovery restores
 //! the original bytes of every block written.
 //!
-//! Trust: libext2fs parses the filesystem's metadata in C. It is the reference implementation
-//! and heavily fuzzed, but a hostile image could still crash the process; open for writing only
-//! filesystems that the read side ([`super::Ext4Fs`]) or `e2fsck -n` has looked at first.
+//! Trust: libext2fs parses the filesystem's metadata in C and, unlike `e2fsck`, trusts the
+//! superblock's geometry and the group descriptors. `ffi::ext2fs` therefore checks both before
+//! anything else runs (the geometry in Rust; the descriptors with `ext2fs_check_desc` and
+//! their checksums) and refuses an inconsistent image with [`Error::Corrupt`] naming the field,
+//! writing nothing. Inodes, extent trees
+//! and directory blocks are left to libext2fs's own checks (and checksums with
+//! `metadata_csum`); `tests/tests/ext4_write_hostile.rs` runs the writer over mutated images in
+//! child processes and requires no crash, hang or allocation failure.
 //!
 //! Paths, names and symlink targets are bytes, as ext4 stores them (they need not be UTF-8);
 //! extended attribute *names* must be UTF-8 (they are ASCII in practice), others are refused
@@ -78,6 +83,11 @@ fn map_err(e: ffi::Error) -> Error {
             S_MAGIC_OFFSET,
             format!("magic {found:#06x}, expected 0xef53"),
         ),
+        F::Corrupt {
+            structure,
+            offset,
+            detail,
+        } => Error::corrupt(structure, offset, detail),
         F::Unsupported(detail) => Error::unsupported(WHAT, detail),
         F::NotFound { path } => Error::NotFound { path },
         F::Exists { path } => Error::AlreadyExists { path },
@@ -198,7 +208,8 @@ impl Ext4Rw {
     /// [`Error::Unclean`] for a filesystem whose journal needs recovery, that was not cleanly
     /// unmounted, has recorded errors or pending orphans, unless `opts` forces it;
     /// [`Error::Unsupported`] for a device that is not ext2/3/4 or features libext2fs cannot
-    /// write; I/O.
+    /// write; [`Error::Corrupt`] for a superblock whose geometry is inconsistent or group
+    /// descriptors that point outside the filesystem or at each other; I/O.
     pub fn open(dev: Arc<dyn BlockWrite>, opts: WriteOptions) -> Result<Self> {
         let probe = crate::probe(&*dev)?;
         if !matches!(probe.kind, FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4) {

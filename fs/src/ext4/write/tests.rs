@@ -1674,3 +1674,34 @@ fn the_writer_is_send_and_sync() {
     fn shared<T: Send + Sync>() {}
     shared::<Ext4Rw>();
 }
+
+// found by tests/tests/ext4_write_hostile.rs: a superblock libext2fs would trust (it crashed at
+// close) is refused as corrupt, naming the field, and nothing is written.
+#[test]
+fn inconsistent_geometry_is_corrupt() {
+    if !need(&["mke2fs"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = mkfs(dir.path(), "geo.img", "ext4", 1024, "^metadata_csum", 4);
+    let mut bytes = std::fs::read(&t.img).expect("read image");
+    // s_first_data_block (superblock offset 0x14) must be 1 with 1 KiB blocks.
+    bytes[0x414] = 128;
+    let dev = Arc::new(disk::MemDisk::from_vec(bytes.clone()));
+    let Err(e) = crate::open_rw(dev.clone(), WriteOptions::new().force(true)) else {
+        panic!("an inconsistent superblock opened");
+    };
+    match &e {
+        Error::Corrupt {
+            structure,
+            offset,
+            detail,
+        } => {
+            assert_eq!(structure, "ext2/3/4 superblock");
+            assert_eq!(*offset, 0x414);
+            assert_eq!(detail, "s_first_data_block 128 out of range 1..=1");
+        }
+        other => panic!("expected corrupt, got {other:?}"),
+    }
+    assert!(dev.to_vec() == bytes, "a refused image was written to");
+}
