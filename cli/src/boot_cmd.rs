@@ -20,19 +20,22 @@ otherwise qemu's software emulation (TCG) runs the guest, which is slow: allow a
 
 The guest's serial console is captured (--keep-log keeps it) and, while the guest prints on the \
 VGA text console only (no console=ttyS0), the text screen is read too. Verdicts:
-  booted           a login prompt, or the guest-side check line (see below)
+  booted           a login prompt, or the guest-side probe line (see below)
   kernel-panic     \"Kernel panic - not syncing\"
   initramfs-shell  the initramfs did not find the root device and dropped to a shell
   emergency-mode   systemd's emergency or rescue mode
   no-bootable-device  the firmware found nothing to boot (wrong --firmware?)
   timeout          none of the above within --timeout seconds
   qemu-exited      the emulator stopped (reboot, power-off, start-up error)
-The guest-side check is a line `REHOST-BOOTCHECK root=DEV ifaces=NAME:ADDR,... modules=...` \
-that rehost's test images print on ttyS0 once the network is up. With --until any (the \
-default) the first of login prompt and check line counts, after waiting up to --settle \
-seconds for the other so the report carries both; --until login or --until check require \
+The guest-side probe is a line `REHOST-PROBE root=DEV ip=ADDR/PREFIX,... \
+ifaces=NAME:ADDR,... modules=...` that rehost's test images print on ttyS0 once the network \
+is up (and after rehost's first-boot job, if any, has run and its writes are synced). With --until any (the \
+default) the first of login prompt and probe line counts, after waiting up to --settle \
+seconds for the other so the report carries both; --until login or --until probe require \
 one; --expect REGEX instead requires a console line matching REGEX. For initramfs-shell the \
-report quotes the line naming the missing device. Then the VM is powered off.
+report quotes the line naming the missing device. Then the VM is stopped at once (killed, \
+not shut down: with --writable the volume is left as after a power cut, and its filesystem \
+journals replay on the next mount).
 
 The volume is never changed: the guest writes to a throw-away overlay (qemu snapshot=on) unless \
 --writable is given. No guest code runs on the host.
@@ -44,7 +47,7 @@ Examples:
   rehost boot vm.raw
   rehost boot vm.qcow2 --firmware uefi --timeout 600 --keep-log vm.console.log
   rehost boot nbd://gateway:10809/vol1 --json
-  rehost boot vm.raw --disk-bus sata --until check";
+  rehost boot vm.raw --disk-bus sata --until probe";
 
 /// Arguments of `rehost boot`.
 #[derive(Debug, clap::Args)]
@@ -66,10 +69,10 @@ pub(crate) struct BootArgs {
     /// Give up after this many seconds [default: 300 under TCG, 120 under KVM].
     #[arg(long, value_name = "S")]
     timeout: Option<u64>,
-    /// What counts as booted: any (a login prompt or the check line), login, or check.
-    #[arg(long, value_name = "RULE", default_value = "any", value_parser = ["any", "login", "check"])]
+    /// What counts as booted: any (a login prompt or the probe line), login, or probe.
+    #[arg(long, value_name = "RULE", default_value = "any", value_parser = ["any", "login", "probe"])]
     until: String,
-    /// With --until any: after the first of login prompt and check line, wait this many seconds
+    /// With --until any: after the first of login prompt and probe line, wait this many seconds
     /// for the other.
     #[arg(long, value_name = "S", default_value_t = 60)]
     settle: u64,
@@ -99,7 +102,8 @@ pub(crate) struct BootArgs {
     #[arg(long, value_name = "PATH")]
     keep_log: Option<PathBuf>,
     /// Let the guest write to the volume (no snapshot overlay). The boot then changes the
-    /// volume: journals replayed, logs written, first-boot units run.
+    /// volume: journals replayed, logs written, first-boot units run; the VM is killed at the
+    /// end, so the guest's filesystems are left unclean (their journals replay on next mount).
     #[arg(long)]
     writable: bool,
     /// Print the report as JSON.
@@ -195,7 +199,7 @@ mod tests {
             "--timeout",
             "42",
             "--until",
-            "check",
+            "probe",
             "--mac",
             "00:50:56:AA:BB:CC",
             "--nic-slot",
@@ -212,7 +216,7 @@ mod tests {
         assert_eq!(o.firmware, Firmware::Uefi);
         assert_eq!(o.disk_bus, DiskBus::Sata);
         assert_eq!(o.timeout, Some(Duration::from_secs(42)));
-        assert_eq!(o.until, Until::Check);
+        assert_eq!(o.until, Until::Probe);
         assert_eq!(o.mac, "00:50:56:aa:bb:cc");
         assert_eq!(o.nic_slot, 5);
         assert_eq!(o.accel, AccelChoice::Tcg);

@@ -2,7 +2,7 @@
 //! on the VGA text screen only, that screen's text.
 //!
 //! A [`Watch`] is fed lines in order and keeps what they prove: the milestones reached, the
-//! guest-side check line and the first named failure. Lines are untrusted guest output: each is
+//! guest-side probe line and the first named failure. Lines are untrusted guest output: each is
 //! capped at [`MAX_LINE`] bytes and the tail kept for the report at [`TAIL_LINES`] lines.
 
 use std::collections::VecDeque;
@@ -13,10 +13,10 @@ use serde::Serialize;
 pub const MAX_LINE: usize = 4096;
 /// How many of the last console lines a report keeps.
 pub const TAIL_LINES: usize = 40;
-/// The marker the guest-side check prints (images' `rehost-bootcheck.service`).
-pub const CHECK_MARKER: &str = "REHOST-BOOTCHECK";
-/// Most interfaces and modules kept from one check line.
-const MAX_CHECK_ITEMS: usize = 64;
+/// The marker the guest-side probe prints (images' `rehost-probe.service`).
+pub const PROBE_MARKER: &str = "REHOST-PROBE";
+/// Most addresses, interfaces and modules kept from one probe line.
+const MAX_PROBE_ITEMS: usize = 64;
 
 /// How far the boot got. Later milestones imply the earlier ones.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -29,15 +29,18 @@ pub struct Milestones {
     pub root_mounted: bool,
     /// A getty printed a login prompt.
     pub login_prompt: bool,
-    /// The guest-side check printed its marker line.
-    pub check_marker: bool,
+    /// The guest-side probe printed its marker line.
+    pub probe_line: bool,
 }
 
-/// What the guest-side check reported: `REHOST-BOOTCHECK root=… ifaces=… modules=…`.
+/// What the guest-side probe reported: `REHOST-PROBE root=<device> ip=<addresses>`, then the
+/// optional `ifaces=<name:addr,…>` and `modules=<virtio modules,…>` (`none` for an empty list).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct BootCheck {
+pub struct Probe {
     /// Source of `/` (`/dev/vda1`).
     pub root: String,
+    /// The guest's global IPv4 addresses with prefix (`10.0.2.15/24`), on any interface.
+    pub ip: Vec<String>,
     /// Interfaces and their IPv4 addresses with prefix, as `(name, address)`; `none` when an
     /// interface has no address.
     pub ifaces: Vec<(String, String)>,
@@ -47,15 +50,15 @@ pub struct BootCheck {
     pub line: String,
 }
 
-impl BootCheck {
-    /// Parses the text after the marker. Unknown `key=value` fields are ignored (a newer check
-    /// may print more); a line without `root=` is not a check line.
+impl Probe {
+    /// Parses the text after the marker. Unknown `key=value` fields are ignored (a newer probe
+    /// may print more); a line without `root=` is not a probe line.
     #[must_use]
     pub fn parse(line: &str) -> Option<Self> {
-        let at = line.find(CHECK_MARKER)?;
+        let at = line.find(PROBE_MARKER)?;
         // OK to slice: `at` and the marker's length fall on char boundaries of `line`.
-        let rest = &line[at + CHECK_MARKER.len()..];
-        let mut check = Self {
+        let rest = &line[at + PROBE_MARKER.len()..];
+        let mut probe = Self {
             // From the marker on: a getty's prompt without a newline may precede it.
             line: line[at..].trim().to_owned(),
             ..Self::default()
@@ -69,26 +72,27 @@ impl BootCheck {
                 value
                     .split(',')
                     .filter(|v| !v.is_empty() && *v != "none")
-                    .take(MAX_CHECK_ITEMS)
+                    .take(MAX_PROBE_ITEMS)
             };
             match key {
                 "root" => {
-                    check.root = value.to_owned();
+                    probe.root = value.to_owned();
                     has_root = true;
                 }
                 "ifaces" => {
-                    check.ifaces = items()
+                    probe.ifaces = items()
                         .map(|i| match i.split_once(':') {
                             Some((name, addr)) => (name.to_owned(), addr.to_owned()),
                             None => (i.to_owned(), "none".to_owned()),
                         })
                         .collect();
                 }
-                "modules" => check.modules = items().map(str::to_owned).collect(),
+                "ip" => probe.ip = items().map(str::to_owned).collect(),
+                "modules" => probe.modules = items().map(str::to_owned).collect(),
                 _ => {}
             }
         }
-        has_root.then_some(check)
+        has_root.then_some(probe)
     }
 
     /// The IPv4 addresses (with prefix) of interface `name`.
@@ -148,7 +152,7 @@ enum Seen {
     Kernel,
     Root,
     Login,
-    Check(BootCheck),
+    Probe(Probe),
     Fail(FailureKind),
     Nothing,
 }
@@ -173,8 +177,8 @@ fn has_login_prompt(line: &str) -> bool {
 /// Classifies one console line (escape sequences already stripped).
 fn classify(line: &str) -> Seen {
     let t = line.trim();
-    if t.contains(CHECK_MARKER) {
-        return BootCheck::parse(t).map_or(Seen::Nothing, Seen::Check);
+    if t.contains(PROBE_MARKER) {
+        return Probe::parse(t).map_or(Seen::Nothing, Seen::Probe);
     }
     if t.contains("No bootable device")
         || t.contains("starting Boot0002 \"EFI Internal Shell\"")
@@ -262,7 +266,7 @@ pub fn clean_line(raw: &str) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct Watch {
     reached: Milestones,
-    check: Option<BootCheck>,
+    probe: Option<Probe>,
     failure: Option<Failure>,
     /// The `ALERT!`/`Gave up` line, kept to name the missing root device.
     root_complaint: Option<String>,
@@ -318,7 +322,7 @@ impl Watch {
         }
         let seen = classify(line);
         if has_login_prompt(line) && seen != Seen::Login {
-            // A prompt joined by the next output (the check line) on one line.
+            // A prompt joined by the next output (the probe line) on one line.
             self.note_seen(&Seen::Login, line);
         }
         self.note_seen(&seen, line);
@@ -339,23 +343,23 @@ impl Watch {
             }
             Seen::Login => {
                 *r = Milestones {
-                    check_marker: r.check_marker,
+                    probe_line: r.probe_line,
                     ..Milestones {
                         bootloader: true,
                         kernel_started: true,
                         root_mounted: true,
                         login_prompt: true,
-                        check_marker: false,
+                        probe_line: false,
                     }
                 };
             }
-            Seen::Check(c) => {
+            Seen::Probe(c) => {
                 r.bootloader = true;
                 r.kernel_started = true;
                 r.root_mounted = true;
-                r.check_marker = true;
-                if self.check.is_none() {
-                    self.check = Some(c);
+                r.probe_line = true;
+                if self.probe.is_none() {
+                    self.probe = Some(c);
                 }
             }
             Seen::Fail(FailureKind::NoBootableDevice) => {
@@ -389,10 +393,10 @@ impl Watch {
         self.reached
     }
 
-    /// The check line, if printed.
+    /// The probe line, if printed.
     #[must_use]
-    pub fn check(&self) -> Option<&BootCheck> {
-        self.check.as_ref()
+    pub fn probe(&self) -> Option<&Probe> {
+        self.probe.as_ref()
     }
 
     /// The first named failure, with the most telling line (the initramfs' `ALERT!` line names
@@ -477,11 +481,11 @@ Welcome to \u{1b}[1mDebian GNU/Linux 12 (bookworm)\u{1b}[0m!\r
 \r
 Debian GNU/Linux 12 debian12-boot ttyS0\r
 \r
-debian12-boot login: REHOST-BOOTCHECK root=/dev/vda1 ifaces=ens3:10.0.2.15/24 modules=virtio,virtio_blk,virtio_net,virtio_pci\r
+debian12-boot login: REHOST-PROBE root=/dev/vda1 ip=10.0.2.15/24 ifaces=ens3:10.0.2.15/24 modules=virtio,virtio_blk,virtio_net,virtio_pci\r
 ";
 
     #[test]
-    fn fixed_boot_reaches_every_milestone_and_parses_the_check() {
+    fn fixed_boot_reaches_every_milestone_and_parses_the_probe() {
         let w = feed(FIXED);
         assert_eq!(
             w.reached(),
@@ -490,11 +494,12 @@ debian12-boot login: REHOST-BOOTCHECK root=/dev/vda1 ifaces=ens3:10.0.2.15/24 mo
                 kernel_started: true,
                 root_mounted: true,
                 login_prompt: true,
-                check_marker: true,
+                probe_line: true,
             }
         );
-        let c = w.check().unwrap();
+        let c = w.probe().unwrap();
         assert_eq!(c.root, "/dev/vda1");
+        assert_eq!(c.ip, vec!["10.0.2.15/24"]);
         assert_eq!(
             c.ifaces,
             vec![("ens3".to_owned(), "10.0.2.15/24".to_owned())]
@@ -518,20 +523,21 @@ debian12-boot login: REHOST-BOOTCHECK root=/dev/vda1 ifaces=ens3:10.0.2.15/24 mo
         );
     }
 
-    // Recorded: the getty's prompt has no newline, so the check line joins it.
+    // Recorded: the getty's prompt has no newline, so the probe line joins it.
     #[test]
-    fn login_prompt_joined_by_the_check_line() {
+    fn login_prompt_joined_by_the_probe_line() {
         let w = feed(
-            "Debian GNU/Linux 12 debian12-boot ttyS0\r\n\r\ndebian12-boot login: REHOST-BOOTCHECK root=/dev/sda1 ifaces=ens3:none modules=virtio,virtio_net\r\n",
+            "Debian GNU/Linux 12 debian12-boot ttyS0\r\n\r\ndebian12-boot login: REHOST-PROBE root=/dev/sda1 ip=none ifaces=ens3:none modules=virtio,virtio_net\r\n",
         );
         let r = w.reached();
-        assert!(r.login_prompt && r.check_marker && r.root_mounted);
-        let c = w.check().unwrap();
+        assert!(r.login_prompt && r.probe_line && r.root_mounted);
+        let c = w.probe().unwrap();
         assert_eq!(
             c.line,
-            "REHOST-BOOTCHECK root=/dev/sda1 ifaces=ens3:none modules=virtio,virtio_net"
+            "REHOST-PROBE root=/dev/sda1 ip=none ifaces=ens3:none modules=virtio,virtio_net"
         );
         assert_eq!(c.root, "/dev/sda1");
+        assert!(c.ip.is_empty());
         // Not prompts: words before "login:" with spaces, or "login:" inside a sentence.
         assert!(!has_login_prompt("Last login: Sun Nov 22 on ttyS0"));
         assert!(!has_login_prompt("pam: failed login: x"));
@@ -544,12 +550,12 @@ debian12-boot login: REHOST-BOOTCHECK root=/dev/vda1 ifaces=ens3:10.0.2.15/24 mo
         w.line("debian12-boot login: ");
         let r = w.reached();
         assert!(r.login_prompt && r.root_mounted && r.kernel_started && r.bootloader);
-        assert!(!r.check_marker);
-        // A check after the prompt keeps the prompt.
-        w.line("REHOST-BOOTCHECK root=/dev/sda1 ifaces=ens3:none modules=none");
+        assert!(!r.probe_line);
+        // A probe after the prompt keeps the prompt.
+        w.line("REHOST-PROBE root=/dev/sda1 ip=none ifaces=ens3:none modules=none");
         let r = w.reached();
-        assert!(r.login_prompt && r.check_marker);
-        let c = w.check().unwrap();
+        assert!(r.login_prompt && r.probe_line);
+        let c = w.probe().unwrap();
         assert_eq!(c.ifaces, vec![("ens3".to_owned(), "none".to_owned())]);
         assert!(c.addresses("ens3").is_empty());
         assert!(c.modules.is_empty());
@@ -580,7 +586,7 @@ debian12-boot login: REHOST-BOOTCHECK root=/dev/vda1 ifaces=ens3:10.0.2.15/24 mo
         );
         let r = w.reached();
         assert!(r.bootloader && r.kernel_started);
-        assert!(!r.root_mounted && !r.login_prompt && !r.check_marker);
+        assert!(!r.root_mounted && !r.login_prompt && !r.probe_line);
         let f = w.failure().unwrap();
         assert_eq!(f.kind, FailureKind::InitramfsShell);
         assert_eq!(f.kind.as_str(), "initramfs-shell");
@@ -655,25 +661,32 @@ debian12-boot login: REHOST-BOOTCHECK root=/dev/vda1 ifaces=ens3:10.0.2.15/24 mo
     }
 
     #[test]
-    fn check_line_variants() {
-        assert!(BootCheck::parse("REHOST-BOOTCHECK ifaces=ens3:none").is_none());
-        assert!(BootCheck::parse("no marker root=/dev/sda1").is_none());
-        let c = BootCheck::parse(
-            "noise REHOST-BOOTCHECK root=/dev/vda1 extra=1 ifaces=ens3:10.0.2.15/24,ens3:10.0.2.16/24,eth1 modules=",
+    fn probe_line_variants() {
+        assert!(Probe::parse("REHOST-PROBE ip=10.0.2.15/24 ifaces=ens3:none").is_none());
+        // The issue's minimal form: root and ip only.
+        let c = Probe::parse("REHOST-PROBE root=/dev/vda1 ip=10.0.2.50/24").unwrap();
+        assert_eq!(c.root, "/dev/vda1");
+        assert_eq!(c.ip, vec!["10.0.2.50/24"]);
+        assert!(c.ifaces.is_empty() && c.modules.is_empty());
+        assert!(Probe::parse("no marker root=/dev/sda1").is_none());
+        let c = Probe::parse(
+            "noise REHOST-PROBE root=/dev/vda1 ip=10.0.2.15/24,,10.0.2.16/24 extra=1 ifaces=ens3:10.0.2.15/24,ens3:10.0.2.16/24,eth1 modules=",
         )
         .unwrap();
         assert_eq!(c.root, "/dev/vda1");
+        assert_eq!(c.ip, vec!["10.0.2.15/24", "10.0.2.16/24"]);
         assert_eq!(c.addresses("ens3"), vec!["10.0.2.15/24", "10.0.2.16/24"]);
         assert_eq!(c.ifaces[2], ("eth1".to_owned(), "none".to_owned()));
         assert!(c.modules.is_empty());
         // Items are capped.
         let many: Vec<String> = (0..1000).map(|i| format!("m{i}")).collect();
-        let c = BootCheck::parse(&format!(
-            "REHOST-BOOTCHECK root=x modules={}",
+        let c = Probe::parse(&format!(
+            "REHOST-PROBE root=x ip={0} modules={0}",
             many.join(",")
         ))
         .unwrap();
-        assert_eq!(c.modules.len(), MAX_CHECK_ITEMS);
+        assert_eq!(c.modules.len(), MAX_PROBE_ITEMS);
+        assert_eq!(c.ip.len(), MAX_PROBE_ITEMS);
     }
 
     #[test]
@@ -727,12 +740,12 @@ debian12-boot login: REHOST-BOOTCHECK root=/dev/vda1 ifaces=ens3:10.0.2.15/24 mo
                 x ^= x << 17;
                 buf.push(x.to_le_bytes()[0]);
             }
-            buf.extend_from_slice(b"REHOST-BOOTCHECK root=\x1b[ ifaces=:,:: modules=,\n");
+            buf.extend_from_slice(b"REHOST-PROBE root=\x1b[ ip=,none ifaces=:,:: modules=,\n");
             for l in s.push(&buf) {
                 w.line(&l);
             }
         }
         assert!(w.tail().len() <= TAIL_LINES);
-        assert!(w.check().is_some());
+        assert!(w.probe().is_some());
     }
 }

@@ -2,14 +2,14 @@
 //!
 //! An adapter ([`BootAdapter`]) starts the volume on some platform, watches its consoles and
 //! returns a [`BootReport`]: booted or not, the milestones reached (bootloader, kernel, root
-//! mounted, login prompt, the guest-side check line), the named failure when there is one
+//! mounted, login prompt, the guest-side probe line), the named failure when there is one
 //! (kernel panic, initramfs shell, emergency mode, timeout), how long it took and the last
 //! console lines. The first adapter is [`LocalQemu`] (qemu-system-x86_64 on this host, KVM when it
 //! really works here, else TCG); libvirt and OpenStack adapters fit the same trait.
 //!
-//! The guest-side check is the `rehost-bootcheck.service` of the test images: it prints
-//! `REHOST-BOOTCHECK root=<source of /> ifaces=<name:addr,...> modules=<virtio modules>` on
-//! the first serial port, parsed into [`BootCheck`].
+//! The guest-side probe is the `rehost-probe.service` of the test images: it prints
+//! `REHOST-PROBE root=<source of /> ip=<addr/prefix,...> ifaces=<name:addr,...> modules=<virtio
+//! modules>` on the first serial port, parsed into [`Probe`] (the report's `probe`).
 //!
 //! Judging never changes the volume: qemu writes to a throw-away overlay (`snapshot=on`) unless
 //! the caller turns that off. No guest code runs on the host.
@@ -39,7 +39,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use console::{BootCheck, Failure, FailureKind, Milestones};
+pub use console::{Failure, FailureKind, Milestones, Probe};
 pub use error::{Error, Result};
 pub use options::{
     AccelChoice, BootOptions, DEFAULT_MAC, DEFAULT_NIC_SLOT, DEFAULT_TIMEOUT_KVM,
@@ -53,7 +53,7 @@ pub trait BootAdapter {
     fn name(&self) -> &'static str;
 
     /// Boots `volume`, watches it until it booted, failed in a named way, or ran out of time,
-    /// then powers it off.
+    /// then stops it (see `DESIGN.md`: killed, not shut down).
     ///
     /// # Errors
     /// Only when the boot could not be attempted: bad options ([`Error::Usage`]), the emulator
@@ -144,8 +144,8 @@ pub struct BootReport {
     pub failure: Option<Failure>,
     /// Milestones reached.
     pub reached: Milestones,
-    /// The guest-side check's report, if it printed one.
-    pub check: Option<BootCheck>,
+    /// The guest-side probe's report, if it printed one.
+    pub probe: Option<Probe>,
     /// The first console line matching the caller's `expect` pattern.
     pub expected_line: Option<String>,
     /// Accelerator used and why.
@@ -195,32 +195,31 @@ impl fmt::Display for BootReport {
         let mark = |b: bool| if b { "yes" } else { "no" };
         writeln!(
             f,
-            "reached: bootloader {}, kernel {}, root mounted {}, login prompt {}, check {}",
+            "reached: bootloader {}, kernel {}, root mounted {}, login prompt {}, probe {}",
             mark(r.bootloader),
             mark(r.kernel_started),
             mark(r.root_mounted),
             mark(r.login_prompt),
-            mark(r.check_marker)
+            mark(r.probe_line)
         )?;
         if let Some(fail) = &self.failure {
             writeln!(f, "failure: {} ({})", fail.kind.as_str(), fail.line)?;
         }
-        if let Some(c) = &self.check {
-            let ifaces: Vec<String> = c.ifaces.iter().map(|(n, a)| format!("{n}:{a}")).collect();
+        if let Some(c) = &self.probe {
+            let list = |v: Vec<String>| {
+                if v.is_empty() {
+                    "none".to_owned()
+                } else {
+                    v.join(" ")
+                }
+            };
             writeln!(
                 f,
-                "check: root {}, interfaces {}, virtio modules {}",
+                "probe: root {}, ip {}, interfaces {}, virtio modules {}",
                 c.root,
-                if ifaces.is_empty() {
-                    "none".to_owned()
-                } else {
-                    ifaces.join(" ")
-                },
-                if c.modules.is_empty() {
-                    "none".to_owned()
-                } else {
-                    c.modules.join(" ")
-                }
+                list(c.ip.clone()),
+                list(c.ifaces.iter().map(|(n, a)| format!("{n}:{a}")).collect()),
+                list(c.modules.clone())
             )?;
         }
         if let Some(l) = &self.expected_line {
@@ -272,7 +271,7 @@ mod tests {
                 kernel_started: true,
                 ..Milestones::default()
             },
-            check: None,
+            probe: None,
             expected_line: None,
             accel: AccelUsed {
                 accel: Accel::Tcg,
@@ -300,7 +299,7 @@ mod tests {
             report().to_string(),
             "d.raw (raw): NOT booted after 71.2 s (bios, virtio-blk, qemu, tcg: asked for)
 verdict: initramfs-shell
-reached: bootloader yes, kernel yes, root mounted no, login prompt no, check no
+reached: bootloader yes, kernel yes, root mounted no, login prompt no, probe no
 failure: initramfs-shell (ALERT!  /dev/sda1 does not exist.  Dropping to a shell!)
 VGA screen:
   Loading Linux 6.1.0-50-amd64 ...
@@ -311,13 +310,13 @@ VGA screen:
         ok.booted = true;
         ok.verdict = Verdict::Booted;
         ok.failure = None;
-        ok.check = BootCheck::parse(
-            "REHOST-BOOTCHECK root=/dev/vda1 ifaces=ens3:10.0.2.15/24 modules=virtio_blk",
+        ok.probe = Probe::parse(
+            "REHOST-PROBE root=/dev/vda1 ip=10.0.2.15/24 ifaces=ens3:10.0.2.15/24 modules=virtio_blk",
         );
         let s = ok.to_string();
         assert!(s.starts_with("d.raw (raw): booted after 71.2 s"));
         assert!(s.contains(
-            "check: root /dev/vda1, interfaces ens3:10.0.2.15/24, virtio modules virtio_blk\n"
+            "probe: root /dev/vda1, ip 10.0.2.15/24, interfaces ens3:10.0.2.15/24, virtio modules virtio_blk\n"
         ));
         assert!(!s.contains("VGA screen"));
     }
@@ -335,5 +334,15 @@ VGA screen:
         assert_eq!(v["disk_bus"], "virtio-blk");
         assert_eq!(v["elapsed_ms"], 71_250);
         assert_eq!(v["screen"][1], "(initramfs)");
+        assert_eq!(v["probe"], serde_json::Value::Null);
+        assert_eq!(v["reached"]["probe_line"], false);
+        let mut ok = report();
+        ok.probe =
+            Probe::parse("REHOST-PROBE root=/dev/vda1 ip=10.0.2.50/24 ifaces=ens3:10.0.2.50/24");
+        let v = serde_json::to_value(ok).unwrap();
+        assert_eq!(v["probe"]["root"], "/dev/vda1");
+        assert_eq!(v["probe"]["ip"][0], "10.0.2.50/24");
+        assert_eq!(v["probe"]["ifaces"][0][0], "ens3");
+        assert_eq!(v["probe"]["ifaces"][0][1], "10.0.2.50/24");
     }
 }

@@ -51,14 +51,14 @@ pub enum AccelChoice {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Until {
-    /// A login prompt or the check marker; after the first of them, wait up to
-    /// [`BootOptions::settle`] for the other so the report carries the check's facts.
+    /// A login prompt or the probe marker; after the first of them, wait up to
+    /// [`BootOptions::settle`] for the other so the report carries the probe's facts.
     #[default]
     Any,
     /// A login prompt on the serial console.
     Login,
-    /// The guest-side check's marker line (`REHOST-BOOTCHECK …`).
-    Check,
+    /// The guest-side probe's marker line (`REHOST-PROBE …`).
+    Probe,
 }
 
 macro_rules! names {
@@ -108,7 +108,7 @@ names!(
     "success rule",
     Any = "any",
     Login = "login",
-    Check = "check"
+    Probe = "probe"
 );
 
 /// Image format of a volume file.
@@ -386,7 +386,7 @@ mod tests {
             e.to_string(),
             "usage: disk bus \"scsi\" not one of virtio-blk, virtio-scsi, sata, ide"
         );
-        assert_eq!("check".parse::<Until>().unwrap(), Until::Check);
+        assert_eq!("probe".parse::<Until>().unwrap(), Until::Probe);
         assert_eq!("tcg".parse::<AccelChoice>().unwrap(), AccelChoice::Tcg);
     }
 

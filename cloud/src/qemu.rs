@@ -335,23 +335,23 @@ impl BootAdapter for LocalQemu {
             }
             // A login prompt ends without a newline: judge the pending text too.
             let partial = splitter.partial();
-            let mut probe = watch.clone();
+            let mut trial = watch.clone();
             if !partial.trim().is_empty() {
-                probe.line(&partial);
+                trial.line(&partial);
             }
             if last_screen.elapsed() >= SCREEN_EVERY {
                 last_screen = Instant::now();
                 if let Some(s) = read_screen(&paths.monitor) {
                     watch.screen(&s);
-                    probe.screen(&s);
+                    trial.screen(&s);
                     screen = s;
                 }
             }
-            if let Some(f) = probe.failure() {
+            if let Some(f) = trial.failure() {
                 break Verdict::from(f.kind);
             }
-            if success(&probe, opts, &mut first_success) {
-                watch = probe;
+            if success(&trial, opts, &mut first_success) {
+                watch = trial;
                 break Verdict::Booted;
             }
             if let Ok(Some(status)) = running.child.try_wait() {
@@ -393,7 +393,7 @@ impl BootAdapter for LocalQemu {
             verdict,
             failure: watch.failure(),
             reached: watch.reached(),
-            check: watch.check().cloned(),
+            probe: watch.probe().cloned(),
             expected_line: watch.expected().map(str::to_owned),
             accel,
             firmware: opts.firmware,
@@ -424,12 +424,12 @@ fn success(w: &Watch, opts: &BootOptions, first: &mut Option<Instant>) -> bool {
     let r = w.reached();
     match opts.until {
         Until::Login => r.login_prompt,
-        Until::Check => r.check_marker,
+        Until::Probe => r.probe_line,
         Until::Any => {
-            if r.login_prompt && r.check_marker {
+            if r.login_prompt && r.probe_line {
                 return true;
             }
-            if r.login_prompt || r.check_marker {
+            if r.login_prompt || r.probe_line {
                 let t = first.get_or_insert_with(Instant::now);
                 return t.elapsed() >= opts.settle;
             }
@@ -767,17 +767,17 @@ mod tests {
     }
 
     #[test]
-    fn boot_loop_success_by_check_line() {
+    fn boot_loop_success_by_probe_line() {
         let r = run_fake(
-            "Welcome to Debian!\nREHOST-BOOTCHECK root=/dev/vda1 ifaces=ens3:10.0.2.15/24 modules=virtio_blk\n",
+            "Welcome to Debian!\nREHOST-PROBE root=/dev/vda1 ip=10.0.2.15/24 ifaces=ens3:10.0.2.15/24 modules=virtio_blk\n",
             "exec sleep 30",
             BootOptions::default()
-                .until(Until::Check)
+                .until(Until::Probe)
                 .timeout(Duration::from_secs(60)),
         );
         assert!(r.booted);
         assert_eq!(r.verdict, Verdict::Booted);
-        assert_eq!(r.check.unwrap().root, "/dev/vda1");
+        assert_eq!(r.probe.unwrap().root, "/dev/vda1");
         assert!(r.reached.root_mounted);
         assert_eq!(r.qemu_exit, None);
         assert_eq!(r.accel.accel, Accel::Tcg);
@@ -795,7 +795,7 @@ mod tests {
         );
         assert!(r.booted);
         assert!(r.reached.login_prompt);
-        assert!(!r.reached.check_marker);
+        assert!(!r.reached.probe_line);
         assert_eq!(r.console_tail.last().unwrap(), "host login: ");
     }
 

@@ -5,24 +5,21 @@
 //!   no virtio driver, so it gives up waiting for `/dev/sda1` and drops to its shell (read from
 //!   the VGA text screen, since the image has no serial console on the kernel command line).
 //!   This one boots from an NBD export.
-//! - Unfixed, on an emulated SATA disk (the drivers it has), it must boot to the guest-side check,
+//! - Unfixed, on an emulated SATA disk (the drivers it has), it must boot to the guest-side probe,
 //!   which reports root on `/dev/sda1`, the virtio NIC as `ens3` without an address (its static
 //!   configuration names `ens192`), and no virtio_blk. This one boots the raw file, and the
 //!   file's root superblock (mount count, mount time) must be unchanged afterwards: judging
 //!   writes to a throw-away overlay.
 //!
-//! - Fixed by `rehost fixup` (`--net preserve`, then `--net dhcp`), on virtio-blk, it must boot
-//!   to a login prompt on the serial console and the check, with root on `/dev/vda1`, virtio_blk
-//!   loaded, and on `ens3` the original static address (preserve) or a lease from qemu's DHCP
-//!   server, whose pool is moved to 10.0.2.50 so a lease cannot pass for the static address.
+//! The fixed boots (`rehost fixup --net preserve|dhcp`, then `rehost boot`) live in
+//! `cli/tests/issue5_boot.rs`, where the `rehost` binary can be named.
 //!
 //! The image build needs root and the Debian archive (first build about 3 minutes, then cached).
-//! Each boot is bounded by its timeout; under TCG a boot to the check takes about 60-90 s and the
+//! Each boot is bounded by its timeout; under TCG a boot to the probe takes about 60-90 s and the
 //! initramfs gives up after about 70 s.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use cloud::{BootAdapter, BootOptions, DiskBus, FailureKind, LocalQemu, Until, Verdict, Volume};
@@ -65,7 +62,7 @@ fn unfixed_vmware_debian_does_not_boot_on_virtio_from_nbd() {
     assert!(matches!(volume, Volume::Nbd { .. }));
     let opts = BootOptions::default()
         .disk_bus(DiskBus::VirtioBlk)
-        .until(Until::Check)
+        .until(Until::Probe)
         .timeout(BOOT_TIMEOUT)
         .log_path(log_path("unfixed-virtio-nbd"));
     let report = LocalQemu::default().boot(&volume, &opts).unwrap();
@@ -85,8 +82,8 @@ fn unfixed_vmware_debian_does_not_boot_on_virtio_from_nbd() {
     assert!(report.reached.kernel_started);
     assert!(!report.reached.root_mounted);
     assert!(!report.reached.login_prompt);
-    assert!(!report.reached.check_marker);
-    assert!(report.check.is_none());
+    assert!(!report.reached.probe_line);
+    assert!(report.probe.is_none());
     assert!(report.screen.iter().any(|l| l == "(initramfs)"));
 }
 
@@ -144,7 +141,7 @@ fn unfixed_vmware_debian_boots_on_sata() {
     let volume = Volume::parse(raw.to_str().unwrap()).unwrap();
     let opts = BootOptions::default()
         .disk_bus(DiskBus::Sata)
-        .until(Until::Check)
+        .until(Until::Probe)
         .timeout(BOOT_TIMEOUT)
         .log_path(log_path("unfixed-sata"));
     let report = LocalQemu::default().boot(&volume, &opts).unwrap();
@@ -152,24 +149,25 @@ fn unfixed_vmware_debian_boots_on_sata() {
     assert!(report.booted, "{report}");
     assert_eq!(report.verdict, Verdict::Booted);
     assert!(report.failure.is_none());
-    assert!(report.reached.check_marker && report.reached.root_mounted);
+    assert!(report.reached.probe_line && report.reached.root_mounted);
     // No console=ttyS0 on the image's kernel command line, so no getty on the serial port.
     assert!(!report.reached.login_prompt);
-    let check = report.check.as_ref().unwrap();
-    assert_eq!(check.root, facts.root_device);
+    let probe = report.probe.as_ref().unwrap();
+    assert_eq!(probe.root, facts.root_device);
+    assert!(probe.ip.is_empty(), "{probe:?}");
     // The virtio NIC in slot 3 is ens3; the static configuration still names ens192.
-    assert_eq!(check.ifaces, vec![("ens3".to_owned(), "none".to_owned())]);
-    assert!(check.addresses(facts.interface).is_empty());
+    assert_eq!(probe.ifaces, vec![("ens3".to_owned(), "none".to_owned())]);
+    assert!(probe.addresses(facts.interface).is_empty());
     for m in ["virtio_net", "virtio_pci"] {
         assert!(
-            check.modules.iter().any(|x| x == m),
-            "{m} not loaded: {check:?}"
+            probe.modules.iter().any(|x| x == m),
+            "{m} not loaded: {probe:?}"
         );
     }
-    assert!(!check.modules.iter().any(|x| x == "virtio_blk"));
-    // The kept log holds the check line as the guest printed it.
+    assert!(!probe.modules.iter().any(|x| x == "virtio_blk"));
+    // The kept log holds the probe line as the guest printed it.
     let log = std::fs::read_to_string(report.log_path.as_ref().unwrap()).unwrap();
-    assert!(log.contains(&check.line));
+    assert!(log.contains(&probe.line));
     // The guest mounted its root read-write, but in the overlay: the file is as it was.
     assert_eq!(superblock(&raw), before);
 }
@@ -183,124 +181,4 @@ fn superblock(raw: &std::path::Path) -> Vec<u8> {
     f.read_exact_at(&mut buf, (1 << 20) + 1024).unwrap();
     assert_eq!(&buf[0x38..0x3a], &[0x53, 0xef], "ext4 magic");
     buf
-}
-
-/// The `rehost` binary of this workspace, brought up to date with the same cargo and profile
-/// (`REHOST_BIN` overrides). Integration tests of another package cannot name it directly.
-fn rehost_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("REHOST_BIN") {
-            return PathBuf::from(p);
-        }
-        // This test runs as <target>/<profile>/deps/boot-<hash>.
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-        let target = profile_dir.parent().unwrap();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "rehost-cli", "--bin", "rehost"])
-            .env("CARGO_TARGET_DIR", target)
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build for the rehost binary");
-        assert!(
-            status.success(),
-            "cargo build -p rehost-cli failed: {status}"
-        );
-        profile_dir.join("rehost")
-    })
-    .clone()
-}
-
-/// A sparse copy of the image, fixed by `rehost fixup --net NET`.
-fn fixed_copy(raw: &Path, net: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let copy = dir.path().join("vm.raw");
-    let st = Command::new("cp")
-        .arg("--sparse=always")
-        .arg(raw)
-        .arg(&copy)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let out = Command::new(rehost_bin())
-        .arg("fixup")
-        .arg(&copy)
-        .args(["--net", net])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "rehost fixup --net {net} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (dir, copy)
-}
-
-/// Boots a fixed copy on virtio-blk until the login prompt and the check line.
-fn boot_fixed(copy: &Path, log: &str, dhcp_start: Option<std::net::Ipv4Addr>) -> cloud::BootReport {
-    let volume = Volume::parse(copy.to_str().unwrap()).unwrap();
-    let opts = BootOptions {
-        dhcp_start,
-        ..BootOptions::default()
-    }
-    .disk_bus(DiskBus::VirtioBlk)
-    .until(Until::Any)
-    .timeout(BOOT_TIMEOUT)
-    .log_path(log_path(log));
-    let report = LocalQemu::default().boot(&volume, &opts).unwrap();
-    eprintln!("{report}");
-    assert!(report.booted, "{report}");
-    assert_eq!(report.verdict, Verdict::Booted);
-    // fixup put console=ttyS0 on the kernel command line: a getty now prompts there.
-    assert!(report.reached.login_prompt);
-    assert!(report.reached.check_marker);
-    let check = report.check.as_ref().unwrap();
-    assert_eq!(check.root, "/dev/vda1");
-    for m in ["virtio_blk", "virtio_net", "virtio_pci"] {
-        assert!(
-            check.modules.iter().any(|x| x == m),
-            "{m} not loaded: {check:?}"
-        );
-    }
-    report
-}
-
-#[test]
-fn fixed_with_net_preserve_boots_on_virtio_with_its_static_address() {
-    let Some(raw) = image() else { return };
-    let facts = images::boot_facts("debian12-boot").unwrap();
-    let (_dir, copy) = fixed_copy(&raw, "preserve");
-    // The static pool and the DHCP pool differ, so only the preserved configuration can put
-    // 10.0.2.15 on ens3.
-    let report = boot_fixed(
-        &copy,
-        "fixed-preserve",
-        Some(std::net::Ipv4Addr::new(10, 0, 2, 50)),
-    );
-    let check = report.check.unwrap();
-    assert_eq!(
-        check.ifaces,
-        vec![("ens3".to_owned(), facts.address.to_owned())]
-    );
-}
-
-#[test]
-fn fixed_with_net_dhcp_boots_on_virtio_with_a_lease() {
-    let Some(raw) = image() else { return };
-    let (_dir, copy) = fixed_copy(&raw, "dhcp");
-    let report = boot_fixed(
-        &copy,
-        "fixed-dhcp",
-        Some(std::net::Ipv4Addr::new(10, 0, 2, 50)),
-    );
-    let check = report.check.unwrap();
-    assert_eq!(
-        check.ifaces,
-        vec![("ens3".to_owned(), "10.0.2.50/24".to_owned())]
-    );
 }

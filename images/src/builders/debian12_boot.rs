@@ -4,8 +4,8 @@
 //! `debootstrap` from the Debian archive into an ext4 partition on a loop device, then made
 //! VMware-like by `debian12_boot.sh` (see its header): `/dev/sda1` in fstab and on the kernel
 //! command line, an initramfs with `MODULES=list` and only SATA/SCSI drivers (no virtio), a static
-//! address on `ens192` plus a MAC pin, open-vm-tools, no serial console, and the guest-side check
-//! `rehost-bootcheck.service`. Running the guest's own tools in a chroot happens only here, at
+//! address on `ens192` plus a MAC pin, open-vm-tools, no serial console, and the guest-side probe
+//! `rehost-probe.service`. Running the guest's own tools in a chroot happens only here, at
 //! image build time; rehost itself never runs guest code.
 //!
 //! It needs root (loop devices, mounts, chroot) and network access to the Debian archive on the
@@ -65,8 +65,8 @@ pub struct BootImageFacts {
     pub initramfs_modules: &'static [&'static str],
     /// root's password (a test image).
     pub root_password: &'static str,
-    /// The marker the guest-side check prints on ttyS0.
-    pub check_marker: &'static str,
+    /// The marker the guest-side probe prints on ttyS0 (issue 5: `REHOST-PROBE root=… ip=…`).
+    pub probe_marker: &'static str,
 }
 
 /// The facts of `debian12-boot`.
@@ -82,7 +82,7 @@ pub(crate) static FACTS: BootImageFacts = BootImageFacts {
     vmware_mac: "00:50:56:9a:12:34",
     initramfs_modules: &["ahci", "sd_mod", "vmw_pvscsi", "mptspi", "ext4"],
     root_password: "rehost",
-    check_marker: "REHOST-BOOTCHECK",
+    probe_marker: "REHOST-PROBE",
 };
 
 /// The cache key: SHA-256 over this file, the script and the debootstrap version.
@@ -179,7 +179,10 @@ mod tests {
             "printf '%s\\n' {} >>",
             FACTS.initramfs_modules.join(" ")
         )));
-        assert!(SCRIPT.contains(&format!("echo \"{} root=", FACTS.check_marker)));
+        assert!(SCRIPT.contains(&format!(
+            "echo \"{} root=${{root:-unknown}} ip=${{ips:-none}} ",
+            FACTS.probe_marker
+        )));
         // No serial console on the kernel command line: GRUB's defaults are left plain.
         assert!(SCRIPT.contains("GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\n"));
         assert!(SCRIPT.contains("GRUB_CMDLINE_LINUX=\"\"\n"));

@@ -11,8 +11,9 @@
 # - a static address on ens192 (ifupdown, allow-hotplug as Debian's installer writes it) and a
 #   70-persistent-net.rules MAC pin for a VMware MAC; open-vm-tools installed and enabled;
 # - no console=ttyS0 on the kernel command line (GRUB and the kernel print on the VGA console).
-# The guest-side check rehost-bootcheck.service prints one line on /dev/ttyS0 after the network is
-# up: `REHOST-BOOTCHECK root=<source of /> ifaces=<name:addr,...> modules=<virtio modules,...>`.
+# The guest-side probe rehost-probe.service prints one line on /dev/ttyS0 after the network is up:
+# `REHOST-PROBE root=<source of /> ip=<addr/prefix,...> ifaces=<name:addr,...> modules=<virtio,...>`
+# (`none` where a list is empty).
 set -euo pipefail
 
 : "${OUT:?}" "${WORK:?}" "${DEB_CACHE:?}"
@@ -89,42 +90,48 @@ sed -i 's/^MODULES=.*/MODULES=list/' "$mnt/etc/initramfs-tools/initramfs.conf"
 printf '%s\n' ahci sd_mod vmw_pvscsi mptspi ext4 >>"$mnt/etc/initramfs-tools/modules"
 in_guest update-initramfs -u -k all
 
-cat >"$mnt/usr/local/sbin/rehost-bootcheck" <<'CHECK'
+cat >"$mnt/usr/local/sbin/rehost-probe" <<'PROBE'
 #!/bin/sh
-# Prints what the boot achieved on the first serial port, for rehost's boot tests:
-# REHOST-BOOTCHECK root=<source of /> ifaces=<name:addr,...> modules=<virtio modules,...>
+# Prints what the boot achieved on the first serial port, for rehost's boot tests (issue 5):
+# REHOST-PROBE root=<source of /> ip=<addr/prefix,...> ifaces=<name:addr,...> modules=<virtio,...>
 i=0
 while [ "$i" -lt 30 ] && ! ip -4 -o addr show scope global | grep -q inet; do
   sleep 1
   i=$((i + 1))
 done
 root=$(findmnt -n -o SOURCE /)
+ips=""
 ifaces=""
 for dev in $(ls /sys/class/net); do
   [ "$dev" = lo ] && continue
   addrs=$(ip -4 -o addr show dev "$dev" scope global | awk '{print $4}')
+  for a in $addrs; do ips="$ips${ips:+,}$a"; done
   [ -n "$addrs" ] || addrs=none
   for a in $addrs; do ifaces="$ifaces${ifaces:+,}$dev:$a"; done
 done
 mods=$(awk '$1 ~ /^virtio/ {print $1}' /proc/modules | sort | paste -sd, -)
-echo "REHOST-BOOTCHECK root=${root:-unknown} ifaces=${ifaces:-none} modules=${mods:-none}" >/dev/ttyS0
-CHECK
-chmod 755 "$mnt/usr/local/sbin/rehost-bootcheck"
-cat >"$mnt/etc/systemd/system/rehost-bootcheck.service" <<UNIT
+# Runs after rehost's first-boot job (if any): its log is committed to the ext4 journal before the
+# line tells the boot judge it may stop the VM (a hard stop: the journal replays what sync wrote).
+sync
+echo "REHOST-PROBE root=${root:-unknown} ip=${ips:-none} ifaces=${ifaces:-none} modules=${mods:-none}" >/dev/ttyS0
+PROBE
+chmod 755 "$mnt/usr/local/sbin/rehost-probe"
+cat >"$mnt/etc/systemd/system/rehost-probe.service" <<UNIT
 [Unit]
-Description=rehost boot check (root device, addresses, virtio modules on ttyS0)
+Description=rehost probe (root device, addresses, virtio modules on ttyS0)
 Wants=network-online.target
-After=network-online.target
+# rehost fixup's first-boot job, when there is one (ordering on a missing unit is a no-op).
+After=network-online.target rehost-firstboot.service
 
 [Service]
 Type=oneshot
-ExecStart=/usr/local/sbin/rehost-bootcheck
+ExecStart=/usr/local/sbin/rehost-probe
 
 [Install]
 WantedBy=multi-user.target
 UNIT
-ln -sf /etc/systemd/system/rehost-bootcheck.service \
-  "$mnt/etc/systemd/system/multi-user.target.wants/rehost-bootcheck.service"
+ln -sf /etc/systemd/system/rehost-probe.service \
+  "$mnt/etc/systemd/system/multi-user.target.wants/rehost-probe.service"
 
 cat >"$mnt/etc/default/grub" <<GRUB
 GRUB_DEFAULT=0
