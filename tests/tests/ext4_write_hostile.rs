@@ -1,6 +1,7 @@
 //! Hostile input for the ext2/3/4 *writer*: 1,000 deterministic mutations of small ext images,
 //! each opened with `guestfs::open_rw` and edited (read_dir, read files, write a new file,
-//! overwrite one, mkdir, unlink, rename, set an xattr, flush) in a child process
+//! overwrite one, add to a large htree directory, append to a file with an extent tree, mkdir,
+//! unlink, rename, set an xattr, flush) in a child process
 //! (`ext4_write_one`), so a crash in libext2fs's C code is caught and counted rather than
 //! taking the test runner down.
 //!
@@ -20,7 +21,7 @@
 //! `target/debug/ext4_write_one IMAGE MUTATION [force]`.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -52,6 +53,11 @@ const REGRESSIONS: &[(&str, &str)] = &[
     ("ext4-nocsum", "1044=128"),
     ("ext3", "1044=128"),
 ];
+/// `big.bin` is this many 1 KiB pieces with [`SPARSE_GAP`]-byte holes between them.
+const SPARSE_PIECES: usize = 40;
+const SPARSE_GAP: i64 = 7168;
+/// Entries in `/dir`, enough for a multi-block directory with an htree.
+const DIR_ENTRIES: usize = 200;
 /// Bytes of each inode table counted as hot: the fixture uses fewer than 64 inodes of at most
 /// 256 bytes.
 const HOT_INODE_TABLE: u64 = 64 * 256;
@@ -98,15 +104,20 @@ fn build(dir: &Path, name: &'static str, mkfs: &[&str]) -> Base {
     let src = dir.join(format!("{name}-src"));
     std::fs::create_dir_all(src.join("dir/sub")).unwrap();
     std::fs::write(src.join("hello.txt"), b"hello\n").unwrap();
+    // A sparse file of many small pieces, so it needs an extent tree of depth 1 (ext4) or
+    // indirect blocks with holes (ext3).
     let mut rng = Rng::new(0xb16_f11e);
-    let big: Vec<u8> = (0..20_000)
-        .map(|_| rng.next_u64().to_le_bytes()[0])
-        .collect();
-    std::fs::write(src.join("big.bin"), &big).unwrap();
+    let mut f = std::fs::File::create(src.join("big.bin")).unwrap();
+    for _ in 0..SPARSE_PIECES {
+        let piece: Vec<u8> = (0..1024).map(|_| rng.next_u64().to_le_bytes()[0]).collect();
+        f.write_all(&piece).unwrap();
+        f.seek(SeekFrom::Current(SPARSE_GAP)).unwrap();
+    }
+    drop(f);
     std::fs::write(src.join("dir/file2"), b"two\n").unwrap();
     std::fs::write(src.join("dir/sub/f3"), b"three\n").unwrap();
-    // Enough entries that /dir spans several blocks (and gets an htree index with dir_index).
-    for i in 0..60 {
+    // Enough entries that /dir spans many blocks; `e2fsck -D` below indexes it (htree).
+    for i in 0..DIR_ENTRIES {
         std::fs::write(src.join(format!("dir/entry-with-a-longish-name-{i}")), b"x").unwrap();
     }
     std::os::unix::fs::symlink("hello.txt", src.join("link")).unwrap();
@@ -119,6 +130,17 @@ fn build(dir: &Path, name: &'static str, mkfs: &[&str]) -> Base {
         .arg(&img)
         .arg(IMAGE_SIZE));
     debugfs(&img, "ea_set /hello.txt user.test value", true);
+    // Builds the htree index of /dir where the features allow it (exit 1: "fixed", i.e. done).
+    let out = Command::new("e2fsck")
+        .arg("-fyD")
+        .arg(&img)
+        .output()
+        .expect("run e2fsck");
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "e2fsck -fyD {name}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     let dump = run(Command::new("dumpe2fs").arg(&img));
     let bs: u64 = dump
@@ -152,6 +174,14 @@ fn build(dir: &Path, name: &'static str, mkfs: &[&str]) -> Base {
         blocks(&[n], bs);
     }
     let stat = debugfs(&img, "stat /big.bin", false);
+    assert!(
+        stat.contains("(ETB0):") || stat.contains("(IND):"),
+        "{name}: big.bin has neither an extent index nor an indirect block: {stat}"
+    );
+    assert!(
+        debugfs(&img, "htree /dir", false).contains("Root node dump"),
+        "{name}: /dir has no htree"
+    );
     for key in ["(IND):", "(ETB0):"] {
         blocks(&numbers_after(&stat, key), bs);
     }
@@ -269,7 +299,7 @@ fn first_error(text: &str) -> String {
 
 #[test]
 fn ext4_writer_survives_mutated_images() {
-    for tool in ["mke2fs", "debugfs", "dumpe2fs", "prlimit"] {
+    for tool in ["mke2fs", "e2fsck", "debugfs", "dumpe2fs", "prlimit"] {
         if !have_tool(tool, "ext4 writer hostile-input test") {
             return;
         }

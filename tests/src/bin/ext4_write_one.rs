@@ -81,6 +81,13 @@ fn edit(fs: &dyn FsWrite) -> bool {
         "overwrite",
         fs.write_file(&path("/hello.txt"), b"rewritten\n", &attrs),
     );
+    // Into a large directory (an htree with dir_index) and onto a file with an extent tree
+    // or indirect blocks.
+    ok &= step(
+        "write_in_dir",
+        fs.write_file(&path("/dir/added"), b"added\n", &attrs),
+    );
+    ok &= step("append", fs.append(&path("/big.bin"), &[0xa5; 5000]));
     ok &= step("mkdir", fs.mkdir(&path("/newdir"), &NewFileAttrs::dir()));
     ok &= step("unlink", fs.unlink(&path("/dir/file2")));
     ok &= step(
