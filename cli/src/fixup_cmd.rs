@@ -110,13 +110,56 @@ pub(crate) struct FixupArgs {
     json: bool,
 }
 
+/// Progress on standard error while a human watches (hidden for --json and when stderr is not a
+/// terminal, so pipelines and logs see only the report).
+struct Progress(indicatif::ProgressBar);
+
+impl Progress {
+    fn new(quiet: bool) -> Self {
+        use std::io::IsTerminal;
+        if quiet || !std::io::stderr().is_terminal() {
+            return Self(indicatif::ProgressBar::hidden());
+        }
+        let pb = indicatif::ProgressBar::new_spinner();
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{spinner} {msg} {bar:30} {pos}/{len}")
+        {
+            pb.set_style(style);
+        }
+        pb.enable_steady_tick(std::time::Duration::from_millis(120));
+        Self(pb)
+    }
+
+    fn phase(&self, msg: impl Into<std::borrow::Cow<'static, str>>) {
+        self.0.set_length(0);
+        self.0.set_position(0);
+        self.0.set_message(msg);
+    }
+
+    fn change(&self, done: usize, total: usize, c: &fixers::Change) {
+        self.0.set_length(total as u64);
+        self.0.set_position(done as u64);
+        self.0.set_message(c.describe());
+    }
+
+    fn done(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
 /// Inspection, recipe and plan of one disk, all read-only.
 struct Planned {
     plan: Plan,
     recipe: String,
 }
 
-fn make_plan(args: &FixupArgs, dev: disk::SharedRead, format: &str) -> anyhow::Result<Planned> {
+fn make_plan(
+    args: &FixupArgs,
+    dev: disk::SharedRead,
+    format: &str,
+    progress: &Progress,
+) -> anyhow::Result<Planned> {
+    progress.phase(format!("inspecting {}", args.disk));
     let report = inspect::inspect(dev.clone(), &args.disk, format)?;
     let Some(os) = report.operating_systems.first() else {
         bail!("no operating system found on {}", args.disk);
@@ -146,6 +189,7 @@ fn make_plan(args: &FixupArgs, dev: disk::SharedRead, format: &str) -> anyhow::R
     let opts = PlanOptions {
         overrides: overrides(args)?,
     };
+    progress.phase(format!("planning recipe {}", recipe.name));
     let plan = fixers::plan(recipe, &report, os, &view.fs, &opts)
         .with_context(|| format!("cannot plan recipe {}", recipe.name))?;
     Ok(Planned {
@@ -255,13 +299,18 @@ fn apply_in_transaction(
     undo: &Path,
     plan: &Plan,
     force: bool,
+    progress: &Progress,
 ) -> anyhow::Result<usize> {
     let txn = Arc::new(Transaction::begin(dev, undo).context("cannot start the undo journal")?);
     let result = (|| -> anyhow::Result<usize> {
         let wdev: Arc<dyn BlockWrite> = txn.clone();
         let view = inspect::guest_view_rw(wdev, None, WriteOptions::new().force(force))
             .context("cannot open the guest's filesystems for writing")?;
-        let n = fixers::apply(plan, &mut FsApplier::new(&view.fs))?;
+        let n =
+            fixers::apply_with_progress(plan, &mut FsApplier::new(&view.fs), &mut |d, t, c| {
+                progress.change(d, t, c);
+            })?;
+        progress.phase("writing filesystem metadata");
         view.fs
             .flush()
             .context("cannot write the filesystems' metadata")?;
@@ -292,10 +341,18 @@ fn apply_in_transaction(
 }
 
 /// Applies `plan` straight to `dev` (an overlay nobody else has; no journal needed).
-fn apply_direct(dev: Arc<dyn BlockWrite>, plan: &Plan, force: bool) -> anyhow::Result<usize> {
+fn apply_direct(
+    dev: Arc<dyn BlockWrite>,
+    plan: &Plan,
+    force: bool,
+    progress: &Progress,
+) -> anyhow::Result<usize> {
     let view = inspect::guest_view_rw(dev.clone(), None, WriteOptions::new().force(force))
         .context("cannot open the guest's filesystems for writing")?;
-    let n = fixers::apply(plan, &mut FsApplier::new(&view.fs))?;
+    let n = fixers::apply_with_progress(plan, &mut FsApplier::new(&view.fs), &mut |d, t, c| {
+        progress.change(d, t, c);
+    })?;
+    progress.phase("writing filesystem metadata");
     view.fs
         .flush()
         .context("cannot write the filesystems' metadata")?;
@@ -374,11 +431,14 @@ fn run_output(
         ))
         .into());
     }
-    let planned = make_plan(args, opened.read(), format)?;
+    let progress = Progress::new(args.json);
+    let planned = make_plan(args, opened.read(), format, &progress)?;
     if !args.json {
-        let mut out = std::io::stdout().lock();
-        write!(out, "{}", planned.plan.render_human())?;
-        out.flush()?;
+        progress.0.suspend(|| {
+            let mut out = std::io::stdout().lock();
+            write!(out, "{}", planned.plan.render_human())?;
+            out.flush()
+        })?;
     }
     let ov = disk::overlay::create_overlay(
         Path::new(&args.disk),
@@ -389,9 +449,10 @@ fn run_output(
     )
     .with_context(|| format!("cannot create {}", output.display()))?;
     let ov: Arc<dyn BlockWrite> = Arc::new(ov);
-    let applied = match apply_direct(ov.clone(), &planned.plan, args.force) {
+    let applied = match apply_direct(ov.clone(), &planned.plan, args.force, &progress) {
         Ok(n) => n,
         Err(e) => {
+            progress.done();
             drop(ov);
             let _ = std::fs::remove_file(output);
             return Err(e.context(format!(
@@ -402,8 +463,9 @@ fn run_output(
             )));
         }
     };
-    let again = make_plan(args, ov.clone(), "qcow2")
+    let again = make_plan(args, ov.clone(), "qcow2", &progress)
         .context("the fixed overlay cannot be inspected again")?;
+    progress.done();
     report_outcome(
         args,
         &Outcome {
@@ -440,7 +502,10 @@ pub(crate) fn run(args: &FixupArgs) -> anyhow::Result<ExitCode> {
         previous = settle_previous(&*dev, &undo, &args.disk)?;
         Some((undo, dev))
     };
-    let planned = make_plan(args, opened.read(), format)?;
+    let progress = Progress::new(args.json);
+    let planned = make_plan(args, opened.read(), format, &progress);
+    progress.done();
+    let planned = planned?;
     if matches!(previous, Previous::Committed)
         && !planned.plan.is_empty()
         && let Some((undo, _)) = &undo
@@ -478,11 +543,19 @@ pub(crate) fn run(args: &FixupArgs) -> anyhow::Result<ExitCode> {
         write!(out, "{}", planned.plan.render_human())?;
         out.flush()?;
     }
-    let applied = apply_in_transaction(dev, &undo, &planned.plan, args.force)
-        .with_context(|| format!("fixup of {} failed", args.disk))?;
+    let progress = Progress::new(args.json);
+    let applied = apply_in_transaction(dev, &undo, &planned.plan, args.force, &progress);
+    let applied = match applied {
+        Ok(n) => n,
+        Err(e) => {
+            progress.done();
+            return Err(e.context(format!("fixup of {} failed", args.disk)));
+        }
+    };
     // Judge the result with fresh eyes: everything read again from the committed disk.
-    let again = make_plan(args, opened.read(), format)
-        .context("the fixed disk cannot be inspected again")?;
+    let again = make_plan(args, opened.read(), format, &progress);
+    progress.done();
+    let again = again.context("the fixed disk cannot be inspected again")?;
     report_outcome(
         args,
         &Outcome {

@@ -181,8 +181,23 @@ fn check(fs: &dyn FsRead, c: &Change) -> Result<()> {
 /// [`Error::Stale`] if the guest changed since planning, [`Error::Apply`] naming the change that
 /// failed. Earlier changes stay applied: run inside a transaction to make it all-or-nothing.
 pub fn apply(plan: &Plan, applier: &mut dyn Applier) -> Result<usize> {
+    apply_with_progress(plan, applier, &mut |_, _, _| {})
+}
+
+/// As [`apply`], calling `progress(done, total, change)` before each change (for progress bars;
+/// `done` counts the changes already applied).
+///
+/// # Errors
+/// As [`apply`].
+pub fn apply_with_progress(
+    plan: &Plan,
+    applier: &mut dyn Applier,
+    progress: &mut dyn FnMut(usize, usize, &Change),
+) -> Result<usize> {
+    let total = plan.changes().count();
     let mut n = 0usize;
     for c in plan.changes() {
+        progress(n, total, c);
         check(&*applier, c)?;
         let gp = |p: &str| GuestPath::parse(p.as_bytes()).map_err(Error::from);
         let r = match c {

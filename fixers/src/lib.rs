@@ -31,7 +31,7 @@ mod recipe;
 pub mod testkit;
 pub mod text;
 
-pub use apply::{Applier, FsApplier, apply};
+pub use apply::{Applier, FsApplier, apply, apply_with_progress};
 pub use error::{Error, Result};
 pub use fixers::{FixContext, Fixer, Outcome, ParamKind, ParamSpec, Params, find_fixer, registry};
 pub use plan::{Change, Plan, PlanOptions, PlannedStep, plan};
