@@ -4,8 +4,8 @@ pub use crate::fixers::initramfs::fuzzing::{
     fuzz_cpio, fuzz_initramfs, fuzz_kmod_index, fuzz_modinfo,
 };
 
-pub use crate::fixers::fuzz_windows;
 pub use crate::fixers::fuzz_firstboot;
+pub use crate::fixers::fuzz_windows;
 
 /// Parses `data` as a recipe (lossy UTF-8) and lints it.
 pub fn fuzz_recipe(data: &[u8]) {

@@ -12,8 +12,8 @@ use disk::open::Access;
 use disk::raw::RawFile;
 use fixers::testkit::{SyntheticOs, synthetic_report};
 use fixers::{FsApplier, PlanOptions, RecipeSet, apply, plan};
-use guestfs::ext4::Ext4Fs;
 use guestfs::GuestPath;
+use guestfs::ext4::Ext4Fs;
 
 const ROOT_UUID: &str = "11111111-2222-3333-4444-555555555555";
 const SELINUX: &[u8] = b"security.selinux";

@@ -29,8 +29,8 @@ pub mod mount;
 pub mod ntfs;
 mod path;
 pub mod probe;
-mod rw;
 mod resolve;
+mod rw;
 pub mod write;
 pub mod xfs;
 
@@ -38,8 +38,8 @@ pub use error::{Error, Result};
 pub use mount::Mounts;
 pub use path::{GuestPath, MAX_NAME_LEN, MAX_PATH_LEN};
 pub use probe::{FsKind, Probe, open, probe};
-pub use rw::{MountsRw, open_rw, open_rw_kind};
 pub use resolve::{DEFAULT_READ_CAP, Follow, FsReadExt, MAX_SYMLINK_HOPS, resolve};
+pub use rw::{MountsRw, open_rw, open_rw_kind};
 
 /// The type of a directory entry or inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

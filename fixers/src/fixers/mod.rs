@@ -17,9 +17,9 @@ mod windows;
 
 pub use network::NetPolicy;
 #[doc(hidden)]
-pub use windows::fuzz::fuzz_windows;
-#[doc(hidden)]
 pub use windows::firstboot::fuzz_firstboot;
+#[doc(hidden)]
+pub use windows::fuzz::fuzz_windows;
 
 /// Largest guest file a fixer reads (configuration files are small; house style S12).
 pub const MAX_FILE_BYTES: usize = 4 << 20;

@@ -19,9 +19,9 @@ use inspect::report::WindowsReport;
 use super::FixContext;
 use crate::{Change, Error, Result};
 
+pub(crate) mod firstboot;
 #[doc(hidden)]
 pub(crate) mod fuzz;
-pub(crate) mod firstboot;
 pub(crate) mod hypervisor;
 pub(crate) mod policy;
 pub(crate) mod registry;
