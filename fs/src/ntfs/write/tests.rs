@@ -700,7 +700,7 @@ fn windows_volume_round_trips_and_new_files_inherit_security() {
     let sectors = u64::from_le_bytes(boot[0x28..0x30].try_into().expect("8 bytes"));
     let sector = u64::from(u16::from_le_bytes([boot[0x0b], boot[0x0c]]));
     assert_eq!(
-        &boot[(sectors * sector) as usize..][..3],
+        &boot[usize::try_from(sectors * sector).expect("fits")..][..3],
         &boot[..3],
         "alternate boot sector"
     );
