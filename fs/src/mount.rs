@@ -3,6 +3,7 @@
 //! [`Mounts`] routes every canonical path to the filesystem mounted at its longest matching
 //! mountpoint, so [`crate::resolve`] follows symlinks across mounts with guest-root semantics: an
 //! absolute link in `/boot` restarts at the guest's `/`, not at the root of the `/boot` partition.
+//! The same table holds writable filesystems as [`crate::MountsRw`] (`Mounts<dyn FsWrite>`).
 
 use std::sync::Arc;
 
@@ -11,17 +12,25 @@ use crate::{DirEntry, FileType, FsInfo, FsRead, GuestPath, Metadata, Result};
 /// Most filesystems one guest may mount (house style S12).
 pub const MAX_MOUNTS: usize = 256;
 
-/// Filesystems mounted at guest paths.
-#[derive(Clone)]
-pub struct Mounts {
+/// Filesystems mounted at guest paths: readable ones by default, or any `F` such as
+/// `dyn FsWrite`.
+pub struct Mounts<F: ?Sized = dyn FsRead> {
     /// Sorted by descending depth, so the first match is the longest prefix.
-    table: Vec<(GuestPath, Arc<dyn FsRead>)>,
+    table: Vec<(GuestPath, Arc<F>)>,
 }
 
-impl Mounts {
+impl<F: ?Sized> Clone for Mounts<F> {
+    fn clone(&self) -> Self {
+        Self {
+            table: self.table.clone(),
+        }
+    }
+}
+
+impl<F: ?Sized> Mounts<F> {
     /// A guest whose root filesystem is `root`.
     #[must_use]
-    pub fn new(root: Arc<dyn FsRead>) -> Self {
+    pub fn new(root: Arc<F>) -> Self {
         Self {
             table: vec![(GuestPath::root(), root)],
         }
@@ -29,7 +38,7 @@ impl Mounts {
 
     /// Mounts `fs` at `at` (replacing an earlier mount at the same place). Ignored beyond
     /// [`MAX_MOUNTS`].
-    pub fn mount(&mut self, at: GuestPath, fs: Arc<dyn FsRead>) {
+    pub fn mount(&mut self, at: GuestPath, fs: Arc<F>) {
         if let Some(slot) = self.table.iter_mut().find(|(p, _)| *p == at) {
             slot.1 = fs;
         } else if self.table.len() < MAX_MOUNTS {
@@ -44,7 +53,13 @@ impl Mounts {
         self.table.iter().map(|(p, _)| p)
     }
 
-    fn route(&self, path: &GuestPath) -> (&Arc<dyn FsRead>, GuestPath) {
+    /// Every mounted filesystem with its mountpoint, deepest first.
+    pub fn mounted(&self) -> impl Iterator<Item = (&GuestPath, &Arc<F>)> {
+        self.table.iter().map(|(p, f)| (p, f))
+    }
+
+    /// The filesystem holding `path`, and `path` relative to that filesystem's root.
+    pub(crate) fn route(&self, path: &GuestPath) -> (&Arc<F>, GuestPath) {
         for (at, fs) in &self.table {
             if let Some(rest) = path.components().strip_prefix(at.components()) {
                 return (fs, GuestPath::from_components(rest.to_vec()));
@@ -59,7 +74,7 @@ impl Mounts {
     }
 }
 
-impl FsRead for Mounts {
+impl<F: FsRead + ?Sized> FsRead for Mounts<F> {
     fn info(&self) -> FsInfo {
         let (fs, _) = self.route(&GuestPath::root());
         fs.info()

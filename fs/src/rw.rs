@@ -13,7 +13,7 @@ use std::sync::Arc;
 use disk::BlockWrite;
 
 use crate::write::{FsWrite, NewFileAttrs, Times, WriteOptions};
-use crate::{DirEntry, Error, FileType, FsInfo, FsKind, FsRead, GuestPath, Metadata, Result};
+use crate::{Error, FsKind, GuestPath, Mounts, Result};
 
 /// Opens the filesystem on `dev` for reading and writing.
 ///
@@ -53,39 +53,11 @@ pub fn open_rw_kind(
     }
 }
 
-/// Writable filesystems mounted at guest paths.
-#[derive(Clone)]
-pub struct MountsRw {
-    /// Sorted by descending depth, so the first match is the longest prefix.
-    table: Vec<(GuestPath, Arc<dyn FsWrite>)>,
-}
+/// Writable filesystems mounted at guest paths: the read side's [`Mounts`] table holding
+/// [`FsWrite`] backends, so routing and reads are the same code.
+pub type MountsRw = Mounts<dyn FsWrite>;
 
-impl MountsRw {
-    /// A guest whose root filesystem is `root`.
-    #[must_use]
-    pub fn new(root: Arc<dyn FsWrite>) -> Self {
-        Self {
-            table: vec![(GuestPath::root(), root)],
-        }
-    }
-
-    /// Mounts `fs` at `at` (replacing an earlier mount at the same place). Ignored beyond
-    /// [`crate::mount::MAX_MOUNTS`].
-    pub fn mount(&mut self, at: GuestPath, fs: Arc<dyn FsWrite>) {
-        if let Some(slot) = self.table.iter_mut().find(|(p, _)| *p == at) {
-            slot.1 = fs;
-        } else if self.table.len() < crate::mount::MAX_MOUNTS {
-            self.table.push((at, fs));
-        }
-        self.table
-            .sort_by_key(|(p, _)| std::cmp::Reverse(p.components().len()));
-    }
-
-    /// The mountpoints, deepest first.
-    pub fn mountpoints(&self) -> impl Iterator<Item = &GuestPath> {
-        self.table.iter().map(|(p, _)| p)
-    }
-
+impl Mounts<dyn FsWrite> {
     /// Flushes every mounted filesystem, deepest first; the first error is returned after all
     /// were tried.
     ///
@@ -93,25 +65,12 @@ impl MountsRw {
     /// The first backend error.
     pub fn flush_all(&self) -> Result<()> {
         let mut first = None;
-        for (_, fs) in &self.table {
+        for (_, fs) in self.mounted() {
             if let Err(e) = fs.flush() {
                 first.get_or_insert(e);
             }
         }
         first.map_or(Ok(()), Err)
-    }
-
-    fn route(&self, path: &GuestPath) -> (&Arc<dyn FsWrite>, GuestPath) {
-        for (at, fs) in &self.table {
-            if let Some(rest) = path.components().strip_prefix(at.components()) {
-                return (fs, GuestPath::from_components(rest.to_vec()));
-            }
-        }
-        let (_, fs) = self
-            .table
-            .last()
-            .unwrap_or_else(|| unreachable!("the root mount is never removed"));
-        (fs, path.clone())
     }
 
     /// Refuses to change a mountpoint itself (it belongs to two filesystems at once).
@@ -124,33 +83,6 @@ impl MountsRw {
             ));
         }
         Ok((fs, inner))
-    }
-}
-
-impl FsRead for MountsRw {
-    fn info(&self) -> FsInfo {
-        let (fs, _) = self.route(&GuestPath::root());
-        fs.info()
-    }
-    fn lstat(&self, path: &GuestPath) -> Result<Metadata> {
-        let (fs, inner) = self.route(path);
-        let mut md = fs.lstat(&inner)?;
-        if inner.is_root() {
-            md.file_type = FileType::Directory;
-        }
-        Ok(md)
-    }
-    fn read_dir(&self, path: &GuestPath) -> Result<Vec<DirEntry>> {
-        let (fs, inner) = self.route(path);
-        fs.read_dir(&inner)
-    }
-    fn read_link(&self, path: &GuestPath) -> Result<Vec<u8>> {
-        let (fs, inner) = self.route(path);
-        fs.read_link(&inner)
-    }
-    fn read_at(&self, path: &GuestPath, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let (fs, inner) = self.route(path);
-        fs.read_at(&inner, offset, buf)
     }
 }
 
