@@ -316,9 +316,15 @@ fn apply_in_transaction(
             .context("cannot write the filesystems' metadata")?;
         Ok(n)
     })();
-    let txn = Arc::try_unwrap(txn).unwrap_or_else(|_| {
-        unreachable!("every filesystem writer was dropped with the view above")
-    });
+    // Every filesystem writer was dropped with the view above, so this is the last handle; if a
+    // backend ever kept one, the journal stays open and the next run rolls it back.
+    let Ok(txn) = Arc::try_unwrap(txn) else {
+        bail!(
+            "internal error: a filesystem writer outlived the fix, so the undo journal {} was \
+             left open; `rehost undo` or the next `rehost fixup` rolls the disk back",
+            undo.display()
+        );
+    };
     match result {
         Ok(n) => {
             txn.commit().context("cannot commit the undo journal")?;
